@@ -1,0 +1,48 @@
+"""Options and error handling shared by every command."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ..config import BuildConfig
+from ..errors import USER_ERRORS
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML build config (see configs/default.yaml); defaults apply to keys left out.",
+)
+
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+
+
+def load_config(config_path: Path | None) -> BuildConfig:
+    return BuildConfig.from_yaml(config_path) if config_path else BuildConfig()
+
+
+def show_progress(quiet: bool) -> bool:
+    """Progress bars only for interactive, non-quiet runs."""
+    return not quiet and sys.stderr.isatty()
+
+
+def user_errors(fn: F) -> F:
+    """Turn domain errors into a one-line ``Error: ...`` and exit status 2, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,148 @@
+"""Build configuration: one frozen value per pipeline stage, loaded from YAML.
+
+``BuildConfig.from_yaml(path)`` reads a file such as ``configs/default.yaml``; keys left out
+keep their defaults, unknown keys are an error (a typo must not silently do nothing).  The
+config is stored in every output (catalog, plan and dataset attributes) via ``to_dict``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .bands import BandSelection
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is invalid."""
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Which products are usable (``status == "ok"``) in the catalog."""
+
+    max_cloud_cover: float = 50.0
+    """Products with more cloud + cirrus cover (percent, from METADATA.XML) are ``cloudy``."""
+    min_sun_elevation: float = 0.0
+    """Products with the sun below this elevation (degrees) are ``night``."""
+    footprint_simplify_px: float = 1.5
+    """Douglas-Peucker tolerance for the valid-data footprint, in pixels."""
+    verify_pixels: bool = True
+    """Open the spectral image and read its last block to detect truncated files."""
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    """Overlap graph, n-tuple search and patch placement."""
+
+    patch_px: int = 128
+    pixel_size_m: float = 30.0
+    min_gap_days: float = 1.0
+    """Two tiles form a temporal pair only if their start times are at least this far apart."""
+    beam_width: int = 8
+    """How many of the largest n-tuples are kept per tile and per tuple size."""
+    max_tuple_size: int = 16
+    max_overlap_fraction: float = 0.0
+    """A patch may overlap accepted patches by at most this fraction of its area."""
+    include_single: bool = True
+    """Also plan single-timestamp patches where only one tile covers the ground."""
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Pixel checks, store layout and execution."""
+
+    max_cloud_fraction: float = 0.01
+    """A view with more cloud + cloud shadow + haze (fraction of pixels) is dropped."""
+    max_snow_fraction: float = 0.10
+    resampling: str = "nearest"
+    locations_per_shard: int = 64
+    """Locations per Zarr shard along the location axis (chunks are one location each)."""
+    compressor: str = "zstd"
+    compression_level: int = 3
+    max_unit_tiles: int = 24
+    """Large connected components are split into units reading at most about this many tiles."""
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything that determines the dataset: same config + same inputs = same dataset."""
+
+    bands: BandSelection = field(default_factory=BandSelection)
+    scan: ScanConfig = field(default_factory=ScanConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bands": self.bands.to_dict(),
+            "scan": dataclasses.asdict(self.scan),
+            "plan": dataclasses.asdict(self.plan),
+            "extract": dataclasses.asdict(self.extract),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> BuildConfig:
+        d = dict(d or {})
+        unknown = set(d) - {"bands", "scan", "plan", "extract"}
+        if unknown:
+            raise ConfigError(f"unknown config section(s): {sorted(unknown)}")
+        try:
+            bands = BandSelection.from_dict(d.get("bands") or {})
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid 'bands' section: {exc}") from exc
+        return cls(
+            bands=bands,
+            scan=_section(ScanConfig, d.get("scan"), "scan"),
+            plan=_section(PlanConfig, d.get("plan"), "plan"),
+            extract=_section(ExtractConfig, d.get("extract"), "extract"),
+        )
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> BuildConfig:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"config {path} must be a mapping of sections")
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+
+    def replace(self, **sections: Any) -> BuildConfig:
+        """A copy with some stage configs replaced or updated from dicts."""
+        out = self
+        for name, value in sections.items():
+            current = getattr(out, name)
+            if isinstance(value, dict):
+                value = dataclasses.replace(current, **value)
+            out = dataclasses.replace(out, **{name: value})
+        return out
+
+
+_T = TypeVar("_T")
+
+
+def _section(cls: type[_T], values: dict[str, Any] | None, name: str) -> _T:
+    values = dict(values or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in '{name}': {sorted(unknown)}; known: {sorted(fields)}")
+    converted = {}
+    for key, value in values.items():
+        default = fields[key].default
+        try:
+            converted[key] = type(default)(value) if default is not dataclasses.MISSING else value
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"'{name}.{key}' = {value!r}: {exc}") from exc
+    return cls(**converted)

@@ -1,0 +1,328 @@
+"""Finding EnMAP L2A products in a folder tree, as the portal delivers them.
+
+A product is a group of files sharing one product id (``ENMAP01-____L2A-DT..._V..._...Z``).  They
+may sit in a product folder, flat beside other products' files, inside a ``.ZIP`` holding the
+product folder, or inside a ``.tar.gz`` holding several such ZIPs.  Nothing is unpacked: archive
+members are listed with :mod:`zipfile`/:mod:`tarfile` and later read through GDAL's virtual file
+systems (``/vsizip/``, ``/vsitar/``), so a product's location is a :class:`ProductSource` whose
+``gdal_path(suffix)`` works with rasterio and whose ``read_bytes(suffix)`` reads small files.
+
+Files named only by their suffix (``METADATA.xml``, ``SPECTRAL_IMAGE.TIF``) inside a folder named
+like a product belong to that product.  Containers that cannot be listed (zero-byte or corrupt
+archives) are returned as :class:`DiscoveryProblem` entries, never raised.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .naming import ProductName, ProductNameError
+
+IMAGE = "SPECTRAL_IMAGE"
+METADATA = "METADATA"
+QUALITY_LAYERS = ("CLASSES", "CLOUD", "CLOUDSHADOW", "HAZE", "CIRRUS", "SNOW", "TESTFLAGS")
+KNOWN_SUFFIXES = {
+    METADATA,
+    IMAGE,
+    "SPECTRAL_IMAGE_COG",
+    "QL_PIXELMASK",
+    "QL_VNIR",
+    "QL_SWIR",
+    *(f"QL_QUALITY_{q}" for q in QUALITY_LAYERS),
+}
+_DATA_EXTS = {".tif", ".tiff", ".xml", ".jp2", ".bsq", ".bil", ".bip"}
+_ZIP_EXTS = (".zip",)
+_TAR_EXTS = (".tar.gz", ".tgz", ".tar")
+
+
+@dataclass(frozen=True)
+class Container:
+    """One archive level: ``kind`` is ``"zip"`` or ``"tar"``, ``path`` the archive's path
+    (a filesystem path for the outermost level, a member name inside the previous level)."""
+
+    kind: str
+    path: str
+
+
+@dataclass(frozen=True)
+class ProductSource:
+    """Where one product's files are: a folder, or a folder inside (nested) archives."""
+
+    product_id: str
+    containers: tuple[Container, ...]
+    """Archive chain from the outermost file inward; empty for plain folders."""
+    folder: str
+    """Folder holding the files: a filesystem path, or a member path inside the innermost archive."""
+    files: tuple[tuple[str, str], ...]
+    """``(SUFFIX, file name)`` pairs, e.g. ``("SPECTRAL_IMAGE", "ENMAP01-...-SPECTRAL_IMAGE.TIF")``."""
+
+    @property
+    def name(self) -> ProductName:
+        return ProductName.parse(self.product_id)
+
+    @property
+    def location(self) -> str:
+        """A human-readable location for reports: the outer file and the path inside it."""
+        if not self.containers:
+            return self.folder
+        inner = [c.path for c in self.containers[1:]]
+        return "!".join([self.containers[0].path, *inner, self.folder]) if self.folder else "!".join(
+            [self.containers[0].path, *inner]
+        )
+
+    def file_name(self, suffix: str) -> str | None:
+        for s, n in self.files:
+            if s == suffix:
+                return n
+        return None
+
+    def has(self, suffix: str) -> bool:
+        return self.file_name(suffix) is not None
+
+    def gdal_path(self, suffix: str) -> str:
+        """A path GDAL/rasterio opens, e.g. ``/vsizip//vsitar//a.tar.gz/p.ZIP/P/P-QL_QUALITY_CLASSES.TIF``."""
+        name = self.file_name(suffix)
+        if name is None:
+            raise FileNotFoundError(f"{self.location}: product has no {suffix} file")
+        if not self.containers:
+            return os.path.join(self.folder, name)
+        prefix = self.containers[0].path
+        vsi = {"zip": "/vsizip/", "tar": "/vsitar/"}
+        path = vsi[self.containers[0].kind] + prefix
+        for c in self.containers[1:]:
+            path = vsi[c.kind] + path + "/" + c.path
+        inner = posixpath.join(self.folder, name) if self.folder else name
+        return path + "/" + inner
+
+    def read_bytes(self, suffix: str) -> bytes:
+        """Read a (small) file of the product, through the archive chain if there is one."""
+        name = self.file_name(suffix)
+        if name is None:
+            raise FileNotFoundError(f"{self.location}: product has no {suffix} file")
+        if not self.containers:
+            return Path(self.folder, name).read_bytes()
+        member = posixpath.join(self.folder, name) if self.folder else name
+        with _open_chain(self.containers) as opener:
+            return opener(member)
+
+
+class _ChainReader:
+    """Context manager opening an archive chain and returning a member-reader function."""
+
+    def __init__(self, containers: tuple[Container, ...]):
+        self.containers = containers
+        self._closers: list[object] = []
+
+    def __enter__(self):  # noqa: ANN204
+        handle = None
+        for c in self.containers:
+            if handle is None:
+                if c.kind == "zip":
+                    handle = zipfile.ZipFile(c.path)
+                else:
+                    handle = tarfile.open(c.path)
+            else:
+                data = _read_member(handle, c.path)
+                buf = io.BytesIO(data)
+                handle = zipfile.ZipFile(buf) if c.kind == "zip" else tarfile.open(fileobj=buf)
+            self._closers.append(handle)
+        final = handle
+
+        def read(member: str) -> bytes:
+            return _read_member(final, member)
+
+        return read
+
+    def __exit__(self, *exc: object) -> None:
+        for h in reversed(self._closers):
+            h.close()  # type: ignore[attr-defined]
+
+
+def _open_chain(containers: tuple[Container, ...]) -> _ChainReader:
+    return _ChainReader(containers)
+
+
+def _read_member(handle: zipfile.ZipFile | tarfile.TarFile, member: str) -> bytes:
+    if isinstance(handle, zipfile.ZipFile):
+        return handle.read(member)
+    f = handle.extractfile(member)
+    if f is None:
+        raise FileNotFoundError(member)
+    return f.read()
+
+
+@dataclass(frozen=True)
+class DiscoveryProblem:
+    """A file that looks like product data but could not be listed or grouped."""
+
+    path: str
+    reason: str
+    product_id: str | None = None
+
+
+def _suffix_key(file_name: str) -> str | None:
+    """Normalised suffix of a product file, or None for files that are not product data."""
+    stem, ext = _split_ext(file_name)
+    if ext.lower() not in _DATA_EXTS:
+        return None
+    suffix = ProductName.suffix_of(stem)
+    if suffix is None:
+        upper = stem.upper()
+        suffix = upper if upper in KNOWN_SUFFIXES else None
+    if suffix is None:
+        return None
+    return IMAGE if suffix == "SPECTRAL_IMAGE_COG" else suffix
+
+
+def _split_ext(name: str) -> tuple[str, str]:
+    stem, ext = os.path.splitext(name)
+    if ext.lower() == ".xml" and stem.lower().endswith(".aux"):
+        return name, ".aux.xml"  # GDAL side-car, not product data
+    return stem, ext
+
+
+def _product_id_for(file_name: str, folder: str) -> str | None:
+    try:
+        return ProductName.parse(_split_ext(file_name)[0].rsplit("-", 1)[0]).stem
+    except ProductNameError:
+        pass
+    try:
+        return ProductName.parse(_split_ext(file_name)[0]).stem
+    except ProductNameError:
+        pass
+    try:
+        return ProductName.parse(posixpath.basename(folder.rstrip("/"))).stem
+    except ProductNameError:
+        return None
+
+
+def _group(
+    entries: list[tuple[str, str]],
+    containers: tuple[Container, ...],
+) -> list[ProductSource]:
+    """Group ``(folder, file name)`` entries into products."""
+    groups: dict[tuple[str, str], dict[str, str]] = {}
+    for folder, fname in sorted(entries):
+        suffix = _suffix_key(fname)
+        if suffix is None:
+            continue
+        pid = _product_id_for(fname, folder)
+        if pid is None:
+            continue
+        files = groups.setdefault((folder, pid), {})
+        # Prefer the plain GeoTIFF over the COG variant when both are present.
+        if suffix in files and "COG" in fname.upper():
+            continue
+        files[suffix] = fname
+    return [
+        ProductSource(pid, containers, folder, tuple(sorted(files.items())))
+        for (folder, pid), files in sorted(groups.items())
+    ]
+
+
+def _is_zip(name: str) -> bool:
+    return name.lower().endswith(_ZIP_EXTS)
+
+
+def _is_tar(name: str) -> bool:
+    return name.lower().endswith(_TAR_EXTS)
+
+
+def _archive_members(
+    handle: zipfile.ZipFile | tarfile.TarFile,
+) -> Iterator[tuple[str, int]]:
+    if isinstance(handle, zipfile.ZipFile):
+        for info in handle.infolist():
+            if not info.is_dir():
+                yield info.filename, info.file_size
+    else:
+        for tinfo in handle.getmembers():
+            if tinfo.isfile():
+                yield tinfo.name, tinfo.size
+
+
+def _scan_archive(
+    handle: zipfile.ZipFile | tarfile.TarFile,
+    containers: tuple[Container, ...],
+    sources: list[ProductSource],
+    problems: list[DiscoveryProblem],
+) -> None:
+    entries: list[tuple[str, str]] = []
+    for member, _size in _archive_members(handle):
+        folder, fname = posixpath.split(member)
+        if _is_zip(fname) or _is_tar(fname):
+            kind = "zip" if _is_zip(fname) else "tar"
+            where = "!".join([containers[0].path, *(c.path for c in containers[1:]), member])
+            try:
+                data = _read_member(handle, member)
+                inner = (
+                    zipfile.ZipFile(io.BytesIO(data))
+                    if kind == "zip"
+                    else tarfile.open(fileobj=io.BytesIO(data))
+                )
+            except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
+                problems.append(DiscoveryProblem(where, f"unreadable archive: {exc}", _maybe_id(fname)))
+                continue
+            with inner:
+                _scan_archive(inner, (*containers, Container(kind, member)), sources, problems)
+        else:
+            entries.append((folder, fname))
+    sources.extend(_group(entries, containers))
+
+
+def _maybe_id(name: str) -> str | None:
+    try:
+        return ProductName.parse(name).stem
+    except ProductNameError:
+        return None
+
+
+def discover_products(root: str | Path) -> tuple[list[ProductSource], list[DiscoveryProblem]]:
+    """Find every product under ``root`` (a folder, or a single archive file).
+
+    Returns the products in a deterministic order and the containers that could not be read.
+    """
+    root = Path(root)
+    sources: list[ProductSource] = []
+    problems: list[DiscoveryProblem] = []
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: no such file or folder")
+    if root.is_file():
+        walk: list[tuple[str, list[str]]] = [(str(root.parent), [root.name])]
+    else:
+        walk = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            walk.append((dirpath, sorted(filenames)))
+    entries: list[tuple[str, str]] = []
+    for dirpath, filenames in walk:
+        for fname in filenames:
+            path = os.path.join(dirpath, fname)
+            if _is_zip(fname) or _is_tar(fname):
+                kind = "zip" if _is_zip(fname) else "tar"
+                try:
+                    handle = zipfile.ZipFile(path) if kind == "zip" else tarfile.open(path)
+                except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
+                    problems.append(
+                        DiscoveryProblem(path, f"unreadable {kind} archive: {exc}", _maybe_id(fname))
+                    )
+                    continue
+                try:
+                    with handle:
+                        _scan_archive(handle, (Container(kind, path),), sources, problems)
+                except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
+                    problems.append(
+                        DiscoveryProblem(path, f"unreadable {kind} archive: {exc}", _maybe_id(fname))
+                    )
+            else:
+                entries.append((dirpath, fname))
+    sources.extend(_group(entries, ()))
+    sources.sort(key=lambda s: (s.product_id, s.location))
+    return sources, problems

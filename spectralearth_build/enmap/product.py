@@ -1,0 +1,186 @@
+"""Reading one EnMAP L2A product: metadata, grid, spectral image, quality layers, footprint.
+
+:class:`EnmapProduct` wraps a :class:`~.discovery.ProductSource` and opens files only inside
+its methods (no handle is kept), so products can be pickled to Dask workers.  Pixel arrays are
+``int16`` reflectance x 10000 shaped ``(c, y, x)``; quality layers are ``uint8`` shaped ``(y, x)``.
+Problems with the product raise :class:`ProductError` naming the product and the reason.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioError
+from rasterio.windows import Window as RioWindow
+from shapely.geometry import Polygon
+
+from ..bands import BandSelection
+from ..grid import PixelGrid, Window
+from .discovery import IMAGE, METADATA, ProductSource
+from .footprint import valid_footprint
+from .metadata import MetadataError, ProductMetadata, parse_metadata
+
+NODATA = -32768
+CLASS_LAND, CLASS_WATER, CLASS_BACKGROUND = 1, 2, 3
+
+
+class ProductError(Exception):
+    """A product cannot be used; ``reason`` is a short machine-friendly cause."""
+
+    def __init__(self, product: str, reason: str, detail: str = ""):
+        self.product = product
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{product}: {reason}" + (f" ({detail})" if detail else ""))
+
+
+def _rio_window(window: Window | None) -> RioWindow | None:
+    if window is None:
+        return None
+    return RioWindow(window.col_off, window.row_off, window.width, window.height)
+
+
+class EnmapProduct:
+    """Lazy access to one product's files."""
+
+    def __init__(self, source: ProductSource):
+        self.source = source
+
+    @property
+    def product_id(self) -> str:
+        return self.source.product_id
+
+    def __repr__(self) -> str:
+        return f"EnmapProduct({self.source.location!r})"
+
+    # -- metadata -----------------------------------------------------------------------------
+    @cached_property
+    def metadata(self) -> ProductMetadata:
+        if not self.source.has(METADATA):
+            raise ProductError(self.source.location, "metadata missing", "no METADATA.XML file")
+        try:
+            data = self.source.read_bytes(METADATA)
+        except (OSError, KeyError, EOFError) as exc:
+            raise ProductError(self.source.location, "metadata unreadable", str(exc)) from exc
+        try:
+            return parse_metadata(data, self.source.location)
+        except MetadataError as exc:
+            raise ProductError(self.source.location, "metadata malformed", str(exc)) from exc
+
+    # -- spectral image -----------------------------------------------------------------------
+    def _open(self, suffix: str) -> rasterio.DatasetReader:
+        try:
+            path = self.source.gdal_path(suffix)
+        except FileNotFoundError as exc:
+            raise ProductError(self.source.location, f"{suffix.lower()} missing", str(exc)) from exc
+        try:
+            return rasterio.open(path)
+        except (RasterioError, OSError) as exc:
+            raise ProductError(
+                self.source.location, f"{suffix.lower()} unreadable", str(exc).splitlines()[0]
+            ) from exc
+
+    @cached_property
+    def grid(self) -> PixelGrid:
+        """Pixel grid of the spectral image (CRS from the file, checked against the metadata)."""
+        with self._open(IMAGE) as src:
+            if src.crs is None:
+                raise ProductError(self.source.location, "no CRS", "spectral image has no CRS")
+            epsg = src.crs.to_epsg()
+            if epsg is None:
+                raise ProductError(self.source.location, "unknown CRS", src.crs.to_string()[:120])
+            t = src.transform
+            if t.b != 0 or t.d != 0 or t.e >= 0:
+                raise ProductError(self.source.location, "not north-up", str(tuple(t)[:6]))
+            return PixelGrid(f"EPSG:{epsg}", tuple(t)[:6], (src.height, src.width))  # type: ignore[arg-type]
+
+    def check(self, bands: BandSelection, verify_pixels: bool = True) -> PixelGrid:
+        """Validate the image against the metadata and the band selection; return its grid.
+
+        With ``verify_pixels`` the last block of the image is decoded, which catches truncated
+        files whose header is intact.
+        """
+        meta = self.metadata
+        grid = self.grid
+        loc = self.source.location
+        with self._open(IMAGE) as src:
+            if src.count != meta.band_count:
+                raise ProductError(
+                    loc, "wrong band count", f"image has {src.count} bands, metadata {meta.band_count}"
+                )
+            if src.count != bands.expected_count:
+                raise ProductError(
+                    loc, "wrong band count", f"{src.count} bands, expected {bands.expected_count}"
+                )
+            if src.dtypes[0] != "int16":
+                raise ProductError(loc, "wrong data type", f"{src.dtypes[0]}, expected int16")
+            try:
+                meta_epsg = meta.epsg
+            except ValueError as exc:
+                raise ProductError(loc, "unknown CRS", str(exc)) from exc
+            if grid.crs != f"EPSG:{meta_epsg}":
+                raise ProductError(
+                    loc, "CRS mismatch", f"image {grid.crs}, metadata {meta.projection}"
+                )
+            if verify_pixels:
+                try:
+                    last = list(src.block_windows(src.count))[-1][1]
+                    src.read(src.count, window=last)
+                except (RasterioError, OSError) as exc:
+                    raise ProductError(
+                        loc, "truncated or corrupt image", str(exc).splitlines()[0]
+                    ) from exc
+        return grid
+
+    def read_image(
+        self, window: Window | None = None, band_indices: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Spectral image ``(c, y, x)`` int16, bands in file order (0-based ``band_indices``)."""
+        with self._open(IMAGE) as src:
+            idx = None if band_indices is None else [int(i) + 1 for i in band_indices]
+            try:
+                return src.read(indexes=idx, window=_rio_window(window), boundless=False)
+            except (RasterioError, OSError) as exc:
+                raise ProductError(
+                    self.source.location, "image read failed", str(exc).splitlines()[0]
+                ) from exc
+
+    # -- quality layers -----------------------------------------------------------------------
+    def has_layer(self, name: str) -> bool:
+        return self.source.has(f"QL_QUALITY_{name}")
+
+    def read_layer(self, name: str, window: Window | None = None) -> np.ndarray:
+        """Quality layer ``name`` (``"CLASSES"``, ``"CLOUD"``, ...) as uint8 ``(y, x)``."""
+        with self._open(f"QL_QUALITY_{name}") as src:
+            try:
+                return src.read(1, window=_rio_window(window))
+            except (RasterioError, OSError) as exc:
+                raise ProductError(
+                    self.source.location, f"quality layer {name} unreadable", str(exc).splitlines()[0]
+                ) from exc
+
+    def valid_mask(self, window: Window | None = None) -> np.ndarray:
+        """Bool ``(y, x)``: not background in QL_QUALITY_CLASSES, else image band 1 != nodata.
+
+        Real CLASSES layers also hold 0 (unclassified) inside the swath; those pixels carry data.
+        """
+        if self.has_layer("CLASSES"):
+            return self.read_layer("CLASSES", window) != CLASS_BACKGROUND
+        return self.read_image(window, np.array([0]))[0] != NODATA
+
+    def footprint(self, simplify_px: float = 1.5) -> Polygon:
+        """Valid-data footprint in the product's CRS (see :mod:`.footprint`)."""
+        if self.has_layer("CLASSES"):
+            with self._open("QL_QUALITY_CLASSES") as src:
+                classes = src.read(1)
+                transform = src.transform
+            mask = classes != CLASS_BACKGROUND
+        else:
+            mask = self.valid_mask()
+            transform = self.grid.transform
+        poly = valid_footprint(mask, transform, simplify_px)
+        if poly is None:
+            raise ProductError(self.source.location, "no valid pixels")
+        return poly
