@@ -36,7 +36,7 @@ def show_progress(quiet: bool) -> bool:
 
 
 def user_errors(fn: F) -> F:
-    """Turn domain errors into a one-line ``Error: ...`` and exit status 2, not a traceback."""
+    """Turn domain errors into a one-line ``Error: ...`` and exit status 1, not a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -103,9 +103,18 @@ class EnmapProduct:
         files whose header is intact.
         """
         meta = self.metadata
-        grid = self.grid
         loc = self.source.location
         with self._open(IMAGE) as src:
+            # Decode the last block first: a truncated file can keep a readable header while
+            # losing its tail (and with it the GeoTIFF keys), which would read as "no CRS".
+            if verify_pixels:
+                try:
+                    last = list(src.block_windows(src.count))[-1][1]
+                    src.read(src.count, window=last)
+                except (RasterioError, OSError) as exc:
+                    raise ProductError(
+                        loc, "truncated or corrupt image", str(exc).splitlines()[0]
+                    ) from exc
             if src.count != meta.band_count:
                 raise ProductError(
                     loc, "wrong band count", f"image has {src.count} bands, metadata {meta.band_count}"
@@ -116,22 +125,13 @@ class EnmapProduct:
                 )
             if src.dtypes[0] != "int16":
                 raise ProductError(loc, "wrong data type", f"{src.dtypes[0]}, expected int16")
-            try:
-                meta_epsg = meta.epsg
-            except ValueError as exc:
-                raise ProductError(loc, "unknown CRS", str(exc)) from exc
-            if grid.crs != f"EPSG:{meta_epsg}":
-                raise ProductError(
-                    loc, "CRS mismatch", f"image {grid.crs}, metadata {meta.projection}"
-                )
-            if verify_pixels:
-                try:
-                    last = list(src.block_windows(src.count))[-1][1]
-                    src.read(src.count, window=last)
-                except (RasterioError, OSError) as exc:
-                    raise ProductError(
-                        loc, "truncated or corrupt image", str(exc).splitlines()[0]
-                    ) from exc
+        grid = self.grid
+        try:
+            meta_epsg = meta.epsg
+        except ValueError as exc:
+            raise ProductError(loc, "unknown CRS", str(exc)) from exc
+        if grid.crs != f"EPSG:{meta_epsg}":
+            raise ProductError(loc, "CRS mismatch", f"image {grid.crs}, metadata {meta.projection}")
         return grid
 
     def read_image(
