@@ -29,6 +29,7 @@ from spectralearth_build.enmap.metadata import (
 from spectralearth_build.enmap.naming import ProductName, ProductNameError
 from productkit import STEM, make_meta as _meta, write_product as _write_product, zip_folder as _zip_folder
 from spectralearth_build.enmap.product import EnmapProduct, ProductError
+from spectralearth_build.grid import Window
 
 
 REF_STEM = "ENMAP01-____L2A-DT0000326721_20170626T102020Z_001_V000204_20200406T201930Z"
@@ -225,6 +226,13 @@ def test_discovery_finds_every_delivery_form(tmp_path: Path):
         assert grid.crs == "EPSG:32632" and grid.shape_yx == (40, 40)
         img = product.read_image(band_indices=sel.kept_indices[:3])
         assert img.shape == (3, 40, 40) and img.dtype == np.int16
+        sub, wl = product.read_selected(sel, Window(5, 6, 10, 12))
+        assert sub.shape == (202, 10, 12) and wl.shape == (202,)
+        np.testing.assert_array_equal(wl, product.wavelengths[sel.kept_indices])
+        assert not ((wl > 1340) & (wl < 1450)).any()  # the water-vapour band is dropped
+        valid = product.valid_mask()
+        assert valid.any() and not valid.all()
+        np.testing.assert_array_equal(product.read_image(band_indices=np.array([0]))[0] != -32768, valid)
         fp = product.footprint()
         assert 0 < fp.area < 40 * 40 * 900
 

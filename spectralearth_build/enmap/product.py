@@ -147,6 +147,28 @@ class EnmapProduct:
                     self.source.location, "image read failed", str(exc).splitlines()[0]
                 ) from exc
 
+    @property
+    def wavelengths(self) -> np.ndarray:
+        """Band centre wavelengths (nm) in file order, from the product's own metadata."""
+        return np.asarray(self.metadata.wavelengths, dtype=np.float64)
+
+    @property
+    def fwhm(self) -> np.ndarray:
+        return np.asarray(self.metadata.fwhm, dtype=np.float64)
+
+    def read_selected(
+        self, bands: BandSelection, window: Window | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The selected bands ``(c, y, x)`` int16 and their wavelengths (nm), in file order."""
+        if self.metadata.band_count != bands.expected_count:
+            raise ProductError(
+                self.source.location,
+                "wrong band count",
+                f"metadata lists {self.metadata.band_count} bands, expected {bands.expected_count}",
+            )
+        idx = bands.kept_indices
+        return self.read_image(window, idx), self.wavelengths[idx]
+
     # -- quality layers -----------------------------------------------------------------------
     def has_layer(self, name: str) -> bool:
         return self.source.has(f"QL_QUALITY_{name}")
@@ -160,6 +182,14 @@ class EnmapProduct:
                 raise ProductError(
                     self.source.location, f"quality layer {name} unreadable", str(exc).splitlines()[0]
                 ) from exc
+
+    def quality_mask(self, name: str, window: Window | None = None, min_level: int = 1) -> np.ndarray:
+        """Bool ``(y, x)`` of pixels flagged in ``QL_QUALITY_<name>``.
+
+        ``CLOUD``, ``CLOUDSHADOW``, ``HAZE`` and ``SNOW`` flag with 1; ``CIRRUS`` grades 1 thin,
+        2 medium, 3 thick, so ``min_level`` selects from which grade on a pixel counts.
+        """
+        return self.read_layer(name, window) >= min_level
 
     def valid_mask(self, window: Window | None = None) -> np.ndarray:
         """Bool ``(y, x)``: not background in QL_QUALITY_CLASSES, else image band 1 != nodata.
