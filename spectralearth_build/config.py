@@ -54,18 +54,25 @@ class PlanConfig:
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    """Pixel checks, store layout and execution."""
+    """Pixel checks, store layout and work units (see docs/FORMAT.md)."""
 
     max_cloud_fraction: float = 0.01
     """A view with more cloud + cloud shadow + haze (fraction of pixels) is dropped."""
     max_snow_fraction: float = 0.10
+    """A view with more snow (fraction of pixels) is dropped."""
     resampling: str = "nearest"
-    locations_per_shard: int = 64
-    """Locations per Zarr shard along the location axis (chunks are one location each)."""
+    """rasterio resampling method for views from another UTM zone."""
+    locations_per_shard: int = 0
+    """Locations per Zarr shard (chunks are one location each); 0 = the largest power of two
+    whose uncompressed shard fits in ``shard_max_mib``."""
+    shard_max_mib: int = 256
     compressor: str = "zstd"
+    """``zstd``, ``blosc-zstd`` (bit-shuffled), ``gzip`` or ``none``."""
     compression_level: int = 3
     max_unit_tiles: int = 24
     """Large connected components are split into units reading at most about this many tiles."""
+    max_unit_patches: int = 512
+    """... and holding at most this many patches."""
 
 
 @dataclass(frozen=True)

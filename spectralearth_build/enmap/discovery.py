@@ -22,6 +22,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from .naming import ProductName, ProductNameError
 
@@ -129,9 +130,10 @@ class _ChainReader:
                 else:
                     handle = tarfile.open(c.path)
             else:
-                data = _read_member(handle, c.path)
-                buf = io.BytesIO(data)
-                handle = zipfile.ZipFile(buf) if c.kind == "zip" else tarfile.open(fileobj=buf)
+                fileobj = _member_file(handle, c.path)
+                handle = (
+                    zipfile.ZipFile(fileobj) if c.kind == "zip" else tarfile.open(fileobj=fileobj)
+                )
             self._closers.append(handle)
         final = handle
 
@@ -147,6 +149,23 @@ class _ChainReader:
 
 def _open_chain(containers: tuple[Container, ...]) -> _ChainReader:
     return _ChainReader(containers)
+
+
+def _member_file(handle: zipfile.ZipFile | tarfile.TarFile, member: str) -> IO[bytes]:
+    """A seekable file object for an archive member, streamed rather than loaded whole.
+
+    Products are hundreds of MB: a ZIP inside a tar.gz is opened in place so that reading its
+    METADATA.XML decompresses up to it instead of copying the whole ZIP into memory.
+    """
+    if isinstance(handle, zipfile.ZipFile):
+        f: IO[bytes] = handle.open(member)
+        if not f.seekable():  # stored members of old Python versions; fall back to memory
+            return io.BytesIO(f.read())
+        return f
+    ext = handle.extractfile(member)
+    if ext is None:
+        raise FileNotFoundError(member)
+    return ext
 
 
 def _read_member(handle: zipfile.ZipFile | tarfile.TarFile, member: str) -> bytes:
@@ -261,11 +280,9 @@ def _scan_archive(
             kind = "zip" if _is_zip(fname) else "tar"
             where = "!".join([containers[0].path, *(c.path for c in containers[1:]), member])
             try:
-                data = _read_member(handle, member)
+                fileobj = _member_file(handle, member)
                 inner = (
-                    zipfile.ZipFile(io.BytesIO(data))
-                    if kind == "zip"
-                    else tarfile.open(fileobj=io.BytesIO(data))
+                    zipfile.ZipFile(fileobj) if kind == "zip" else tarfile.open(fileobj=fileobj)
                 )
             except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
                 problems.append(DiscoveryProblem(where, f"unreadable archive: {exc}", _maybe_id(fname)))
