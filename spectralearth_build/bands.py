@@ -63,7 +63,10 @@ class BandSelection:
         return int(self.kept_indices.size)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"expected_count": self.expected_count, "drop_ranges": [list(r) for r in self.drop_ranges]}
+        return {
+            "expected_count": self.expected_count,
+            "drop_ranges": [list(r) for r in self.drop_ranges],
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BandSelection:

@@ -212,9 +212,7 @@ def scan_sources(
     """Scan products (optionally in parallel through ``map_fn``) and apply the status rules."""
     mapper: MapFn = map_fn or map  # type: ignore[assignment]
     rows = list(
-        _progress(
-            mapper(_ScanOne(config), sources), len(sources), "scanning products", progress
-        )
+        _progress(mapper(_ScanOne(config), sources), len(sources), "scanning products", progress)
     )
     rows.extend(_problem_row(p) for p in problems)
     apply_status_rules(rows, config)
@@ -239,8 +237,15 @@ def rows_to_catalog(rows: list[dict[str, Any]]) -> gpd.GeoDataFrame:
         df[col] = pd.to_datetime(df[col], utc=True)
     for col in ("datatake", "tile", "height", "width", "band_count"):
         df[col] = df[col].astype("Int64")
-    for col in ("cloud_cover", "haze_cover", "cirrus_cover", "snow_cover", "sun_elevation",
-                "footprint_area_m2", "valid_fraction"):
+    for col in (
+        "cloud_cover",
+        "haze_cover",
+        "cirrus_cover",
+        "snow_cover",
+        "sun_elevation",
+        "footprint_area_m2",
+        "valid_fraction",
+    ):
         df[col] = df[col].astype("float64")
     return gpd.GeoDataFrame(df, geometry="geometry", crs="EPSG:4326")
 

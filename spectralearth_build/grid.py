@@ -104,7 +104,7 @@ class PixelGrid:
         return all(min(abs(p - q), r - abs(p - q)) < tol for p, q in zip(a, b))
 
     def window_in(self, other: PixelGrid) -> Window:
-        """This grid's pixel window inside ``other`` (same lattice required)."""
+        """The pixel window of this grid inside ``other`` (same lattice required)."""
         if not self.same_lattice(other):
             raise ValueError(f"grids are not on one pixel lattice: {self} vs {other}")
         col = round((self.transform[2] - other.transform[2]) / other.res)

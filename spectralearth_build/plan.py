@@ -99,8 +99,19 @@ def patches_to_frame(patches: list[PlannedPatch]) -> Any:
             }
         )
     columns = [
-        "patch_id", "crs", "transform", "height", "width", "n_views", "component", "tile_ids",
-        "times", "windows", "resampled", "footprint_native", "geometry",
+        "patch_id",
+        "crs",
+        "transform",
+        "height",
+        "width",
+        "n_views",
+        "component",
+        "tile_ids",
+        "times",
+        "windows",
+        "resampled",
+        "footprint_native",
+        "geometry",
     ]
     df = pd.DataFrame(rows, columns=columns)
     for col in ("patch_id", "height", "width", "n_views", "component"):

@@ -44,8 +44,17 @@ def make_meta(**kw) -> ProductMetadata:
     return ProductMetadata(**base)
 
 
-def write_product(folder: Path, stem: str, *, prefix: bool = True, lower_meta: bool = False,
-                  cog: bool = False, bands: int = 224, size: int = 40, **meta_kw) -> None:
+def write_product(
+    folder: Path,
+    stem: str,
+    *,
+    prefix: bool = True,
+    lower_meta: bool = False,
+    cog: bool = False,
+    bands: int = 224,
+    size: int = 40,
+    **meta_kw,
+) -> None:
     """A small but complete product in the real layout (for discovery and reader tests)."""
     folder.mkdir(parents=True, exist_ok=True)
     name = stem if prefix else stem.removeprefix("ENMAP01-____L2A-")
@@ -55,10 +64,21 @@ def write_product(folder: Path, stem: str, *, prefix: bool = True, lower_meta: b
     (folder / meta_name).write_bytes(metadata_to_xml(meta, (10.85, 47.05), [img_name], size, size))
     t = from_origin(600015.0, 5200015.0, 30, 30)
     yy, xx = np.mgrid[0:size, 0:size]
-    valid = (np.abs(xx - size / 2 + 0.3 * (yy - size / 2)) < size / 3) & (np.abs(yy - size / 2) < size / 2.5)
+    valid = (np.abs(xx - size / 2 + 0.3 * (yy - size / 2)) < size / 3) & (
+        np.abs(yy - size / 2) < size / 2.5
+    )
     img = np.where(valid, 1000, -32768).astype("int16")[None].repeat(bands, 0)
-    prof = dict(driver="GTiff", width=size, height=size, count=bands, dtype="int16",
-                crs="EPSG:32632", transform=t, nodata=-32768, compress="deflate")
+    prof = dict(
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=bands,
+        dtype="int16",
+        crs="EPSG:32632",
+        transform=t,
+        nodata=-32768,
+        compress="deflate",
+    )
     with rasterio.open(folder / img_name, "w", **prof) as dst:
         dst.write(img)
     classes = np.where(valid, 1, 3).astype("uint8")
@@ -74,5 +94,3 @@ def zip_folder(folder: Path, dest: Path) -> bytes:
             z.write(f, f"{folder.name}/{f.name}")
     dest.write_bytes(buf.getvalue())
     return buf.getvalue()
-
-

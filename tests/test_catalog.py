@@ -39,7 +39,9 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_product(root / NIGHT, NIGHT, sun_elevation=-12.0, datatake_id=2000)
     write_product(root / CLOUDY, CLOUDY, cloud_cover=85.0, datatake_id=3000)
     write_product(root / WRONG, WRONG, bands=200, datatake_id=4000)
-    (root / "ENMAP01-____L2A-DT0000005000_20220612T105735Z_001_V010111_20220613T102034Z.ZIP").write_bytes(b"")
+    (
+        root / "ENMAP01-____L2A-DT0000005000_20220612T105735Z_001_V010111_20220613T102034Z.ZIP"
+    ).write_bytes(b"")
     return root
 
 
@@ -123,7 +125,9 @@ def test_scan_command_parallel_matches_serial(archive: Path, tmp_path: Path):
 
 def test_scan_user_errors_are_one_line(tmp_path: Path):
     runner = CliRunner()
-    res = runner.invoke(main, ["scan", "--tiles", str(tmp_path / "nope"), "--out", str(tmp_path / "c")])
+    res = runner.invoke(
+        main, ["scan", "--tiles", str(tmp_path / "nope"), "--out", str(tmp_path / "c")]
+    )
     assert res.exit_code == 1
     assert "Error: --tiles" in res.output and "Traceback" not in res.output
     bad = tmp_path / "bad.yaml"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import shutil
 import tarfile
-import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,10 +12,14 @@ import numpy as np
 import pytest
 import rasterio
 import rasterio.features
+from productkit import STEM
+from productkit import make_meta as _meta
+from productkit import write_product as _write_product
+from productkit import zip_folder as _zip_folder
 from rasterio.transform import from_origin
 from shapely.geometry import box
 
-from spectralearth_build.bands import BandSelection, reference_bands
+from spectralearth_build.bands import BandSelection
 from spectralearth_build.enmap.discovery import discover_products
 from spectralearth_build.enmap.footprint import valid_footprint
 from spectralearth_build.enmap.metadata import (
@@ -27,10 +30,8 @@ from spectralearth_build.enmap.metadata import (
     projection_to_epsg,
 )
 from spectralearth_build.enmap.naming import ProductName, ProductNameError
-from productkit import STEM, make_meta as _meta, write_product as _write_product, zip_folder as _zip_folder
 from spectralearth_build.enmap.product import EnmapProduct, ProductError
 from spectralearth_build.grid import Window
-
 
 REF_STEM = "ENMAP01-____L2A-DT0000326721_20170626T102020Z_001_V000204_20200406T201930Z"
 
@@ -54,7 +55,9 @@ def test_parse_variants():
     assert ProductName.suffix_of(f"{STEM}-SPECTRAL_IMAGE_COG.TIF") == "SPECTRAL_IMAGE_COG"
     pre = ProductName.parse(f"{REF_STEM}-METADATA.XML")
     assert pre.datatake == 326721 and pre.datatake_digits == 10
-    nine = ProductName.parse("ENMAP01-____L2A-DT000326721_20170626T102020Z_001_V000204_20200406T201930Z")
+    nine = ProductName.parse(
+        "ENMAP01-____L2A-DT000326721_20170626T102020Z_001_V000204_20200406T201930Z"
+    )
     assert nine.datatake_digits == 9 and nine.stem.startswith("ENMAP01-____L2A-DT000326721_")
     with pytest.raises(ProductNameError, match="not an EnMAP L2A product name"):
         ProductName.parse("S2A_MSIL2A_20220612T105735.SAFE")
@@ -104,11 +107,22 @@ def test_metadata_round_trip():
     [
         (lambda s: s[: len(s) // 2], "not well-formed"),
         (lambda s: b"", "empty"),
-        (lambda s: s.replace(b"<sunElevationAngle>", b"<sunElevationAngleX>").replace(
-            b"</sunElevationAngle>", b"</sunElevationAngleX>"), "sunElevationAngle/center"),
-        (lambda s: s.replace(b"<startTime>", b"<startTime>not a time").replace(
-            b"not a time2022", b"not a time"), "malformed time"),
-        (lambda s: s.replace(b"<cloudCover>3.5", b"<cloudCover>lots"), "cloudCover> is not a number"),
+        (
+            lambda s: s.replace(b"<sunElevationAngle>", b"<sunElevationAngleX>").replace(
+                b"</sunElevationAngle>", b"</sunElevationAngleX>"
+            ),
+            "sunElevationAngle/center",
+        ),
+        (
+            lambda s: s.replace(b"<startTime>", b"<startTime>not a time").replace(
+                b"not a time2022", b"not a time"
+            ),
+            "malformed time",
+        ),
+        (
+            lambda s: s.replace(b"<cloudCover>3.5", b"<cloudCover>lots"),
+            "cloudCover> is not a number",
+        ),
         (lambda s: s.replace(b"level_X", b"level_Y"), "expected <level_X>"),
     ],
 )
@@ -177,7 +191,9 @@ def test_footprint_stays_inside_irregular_masks():
         mask &= rng.random(mask.shape) > 0.002  # scattered holes of single pixels
         fp = valid_footprint(mask, t, 1.5)
         assert fp is not None
-        inside = rasterio.features.geometry_mask([fp], mask.shape, t, invert=True, all_touched=False)
+        inside = rasterio.features.geometry_mask(
+            [fp], mask.shape, t, invert=True, all_touched=False
+        )
         # pixel centres inside the footprint are valid pixels
         assert not (inside & ~mask).any()
 
@@ -232,7 +248,9 @@ def test_discovery_finds_every_delivery_form(tmp_path: Path):
         assert not ((wl > 1340) & (wl < 1450)).any()  # the water-vapour band is dropped
         valid = product.valid_mask()
         assert valid.any() and not valid.all()
-        np.testing.assert_array_equal(product.read_image(band_indices=np.array([0]))[0] != -32768, valid)
+        np.testing.assert_array_equal(
+            product.read_image(band_indices=np.array([0]))[0] != -32768, valid
+        )
         fp = product.footprint()
         assert 0 < fp.area < 40 * 40 * 900
 
@@ -266,4 +284,4 @@ def test_product_errors_name_product_and_reason(tmp_path: Path):
     shutil.copytree(good, nometa)
     (nometa / f"{STEM}-METADATA.XML").unlink()
     with pytest.raises(ProductError, match="metadata missing"):
-        EnmapProduct(discover_products(nometa)[0][0]).metadata
+        _ = EnmapProduct(discover_products(nometa)[0][0]).metadata

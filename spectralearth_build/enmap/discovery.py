@@ -45,8 +45,11 @@ _TAR_EXTS = (".tar.gz", ".tgz", ".tar")
 
 @dataclass(frozen=True)
 class Container:
-    """One archive level: ``kind`` is ``"zip"`` or ``"tar"``, ``path`` the archive's path
-    (a filesystem path for the outermost level, a member name inside the previous level)."""
+    """One archive level of a product's location.
+
+    ``kind`` is ``"zip"`` or ``"tar"``; ``path`` is a filesystem path for the outermost level and
+    a member name inside the previous level otherwise.
+    """
 
     kind: str
     path: str
@@ -60,9 +63,10 @@ class ProductSource:
     containers: tuple[Container, ...]
     """Archive chain from the outermost file inward; empty for plain folders."""
     folder: str
-    """Folder holding the files: a filesystem path, or a member path inside the innermost archive."""
+    """Folder holding the files: a filesystem path, or a member path in the innermost archive."""
     files: tuple[tuple[str, str], ...]
-    """``(SUFFIX, file name)`` pairs, e.g. ``("SPECTRAL_IMAGE", "ENMAP01-...-SPECTRAL_IMAGE.TIF")``."""
+    """``(SUFFIX, file name)`` pairs, e.g. ``("SPECTRAL_IMAGE", "ENMAP01-...-SPECTRAL_IMAGE.TIF")``.
+    """
 
     @property
     def name(self) -> ProductName:
@@ -74,8 +78,10 @@ class ProductSource:
         if not self.containers:
             return self.folder
         inner = [c.path for c in self.containers[1:]]
-        return "!".join([self.containers[0].path, *inner, self.folder]) if self.folder else "!".join(
-            [self.containers[0].path, *inner]
+        return (
+            "!".join([self.containers[0].path, *inner, self.folder])
+            if self.folder
+            else "!".join([self.containers[0].path, *inner])
         )
 
     def file_name(self, suffix: str) -> str | None:
@@ -88,7 +94,10 @@ class ProductSource:
         return self.file_name(suffix) is not None
 
     def gdal_path(self, suffix: str) -> str:
-        """A path GDAL/rasterio opens, e.g. ``/vsizip//vsitar//a.tar.gz/p.ZIP/P/P-QL_QUALITY_CLASSES.TIF``."""
+        """A path GDAL/rasterio opens.
+
+        For example ``/vsizip//vsitar//a.tar.gz/p.ZIP/P/P-QL_QUALITY_CLASSES.TIF``.
+        """
         name = self.file_name(suffix)
         if name is None:
             raise FileNotFoundError(f"{self.location}: product has no {suffix} file")
@@ -281,11 +290,11 @@ def _scan_archive(
             where = "!".join([containers[0].path, *(c.path for c in containers[1:]), member])
             try:
                 fileobj = _member_file(handle, member)
-                inner = (
-                    zipfile.ZipFile(fileobj) if kind == "zip" else tarfile.open(fileobj=fileobj)
-                )
+                inner = zipfile.ZipFile(fileobj) if kind == "zip" else tarfile.open(fileobj=fileobj)
             except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
-                problems.append(DiscoveryProblem(where, f"unreadable archive: {exc}", _maybe_id(fname)))
+                problems.append(
+                    DiscoveryProblem(where, f"unreadable archive: {exc}", _maybe_id(fname))
+                )
                 continue
             with inner:
                 _scan_archive(inner, (*containers, Container(kind, member)), sources, problems)
@@ -328,7 +337,9 @@ def discover_products(root: str | Path) -> tuple[list[ProductSource], list[Disco
                     handle = zipfile.ZipFile(path) if kind == "zip" else tarfile.open(path)
                 except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
                     problems.append(
-                        DiscoveryProblem(path, f"unreadable {kind} archive: {exc}", _maybe_id(fname))
+                        DiscoveryProblem(
+                            path, f"unreadable {kind} archive: {exc}", _maybe_id(fname)
+                        )
                     )
                     continue
                 try:
@@ -336,7 +347,9 @@ def discover_products(root: str | Path) -> tuple[list[ProductSource], list[Disco
                         _scan_archive(handle, (Container(kind, path),), sources, problems)
                 except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
                     problems.append(
-                        DiscoveryProblem(path, f"unreadable {kind} archive: {exc}", _maybe_id(fname))
+                        DiscoveryProblem(
+                            path, f"unreadable {kind} archive: {exc}", _maybe_id(fname)
+                        )
                     )
             else:
                 entries.append((dirpath, fname))

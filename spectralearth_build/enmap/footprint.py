@@ -46,7 +46,9 @@ def valid_footprint(
         return None
     polys = [
         shape(geom)
-        for geom, value in rasterio.features.shapes(mask, mask=mask.astype(bool), transform=transform)
+        for geom, value in rasterio.features.shapes(
+            mask, mask=mask.astype(bool), transform=transform
+        )
         if value == 1
     ]
     outline = max(polys, key=lambda p: p.area)

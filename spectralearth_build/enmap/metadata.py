@@ -236,7 +236,9 @@ def metadata_to_xml(
     _sub(schema, "name", "metadata_Lx_00-06-00.xsd")
     _sub(schema, "processingLevel", "L2A")
     _sub(md, "name", meta.name)
-    _sub(md, "comment", f"EnMAP Level 2A Product of datatake {meta.datatake_id}, tile {meta.tile_id}")
+    _sub(
+        md, "comment", f"EnMAP Level 2A Product of datatake {meta.datatake_id}, tile {meta.tile_id}"
+    )
     proc = _sub(root, "processing")
     _sub(proc, "productFormat", "GeoTIFF+Metadata")
     _sub(proc, "mapProjection", "UTM_Zone_of_Scene_Center")

@@ -117,7 +117,9 @@ class EnmapProduct:
                     ) from exc
             if src.count != meta.band_count:
                 raise ProductError(
-                    loc, "wrong band count", f"image has {src.count} bands, metadata {meta.band_count}"
+                    loc,
+                    "wrong band count",
+                    f"image has {src.count} bands, metadata {meta.band_count}",
                 )
             if src.count != bands.expected_count:
                 raise ProductError(
@@ -180,10 +182,14 @@ class EnmapProduct:
                 return src.read(1, window=_rio_window(window))
             except (RasterioError, OSError) as exc:
                 raise ProductError(
-                    self.source.location, f"quality layer {name} unreadable", str(exc).splitlines()[0]
+                    self.source.location,
+                    f"quality layer {name} unreadable",
+                    str(exc).splitlines()[0],
                 ) from exc
 
-    def quality_mask(self, name: str, window: Window | None = None, min_level: int = 1) -> np.ndarray:
+    def quality_mask(
+        self, name: str, window: Window | None = None, min_level: int = 1
+    ) -> np.ndarray:
         """Bool ``(y, x)`` of pixels flagged in ``QL_QUALITY_<name>``.
 
         ``CLOUD``, ``CLOUDSHADOW``, ``HAZE`` and ``SNOW`` flag with 1; ``CIRRUS`` grades 1 thin,
