@@ -8,6 +8,7 @@ Problems with the product raise :class:`ProductError` naming the product and the
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 
 import numpy as np
@@ -21,6 +22,10 @@ from ..grid import PixelGrid, Window
 from .discovery import IMAGE, METADATA, ProductSource
 from .footprint import valid_footprint
 from .metadata import MetadataError, ProductMetadata, parse_metadata
+
+# Reading a .tar.gz through /vsitar/ makes GDAL save a seek index beside the archive
+# (``x.tar.gz.properties``) unless told not to: scanning must never write into the input folder.
+os.environ.setdefault("CPL_VSIL_GZIP_WRITE_PROPERTIES", "NO")
 
 NODATA = -32768
 CLASS_LAND, CLASS_WATER, CLASS_BACKGROUND = 1, 2, 3
