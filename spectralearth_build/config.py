@@ -37,19 +37,30 @@ class ScanConfig:
 
 @dataclass(frozen=True)
 class PlanConfig:
-    """Overlap graph, n-tuple search and patch placement."""
+    """Overlap graph, n-tuple search and patch placement (:mod:`spectralearth_build.geometry`)."""
 
     patch_px: int = 128
+    """Patch side in pixels; two tiles overlap usefully if they share at least one patch area."""
     pixel_size_m: float = 30.0
+    """Pixel size every tile must have (metres)."""
     min_gap_days: float = 1.0
     """Two tiles form a temporal pair only if their start times are at least this far apart."""
     beam_width: int = 8
-    """How many of the largest n-tuples are kept per tile and per tuple size."""
+    """n-tuples kept per tile and tuple size (the largest), and new members tried per tuple."""
     max_tuple_size: int = 16
+    """Largest number of timestamps searched for."""
     max_overlap_fraction: float = 0.0
     """A patch may overlap accepted patches by at most this fraction of its area."""
     include_single: bool = True
     """Also plan single-timestamp patches where only one tile covers the ground."""
+    candidate_stride_px: int = 16
+    """Spacing of candidate patch positions in pixels (``gcd`` with ``patch_px`` is used)."""
+    complete_views: bool = True
+    """Add to each placed patch every other compatible tile whose footprint fully covers it."""
+    resample_margin_px: float = 1.0
+    """Footprints from another UTM zone are shrunk by this many pixels before containment tests."""
+    resample_pad_px: int = 2
+    """Padding (pixels) of the source window of a resampled view."""
 
 
 @dataclass(frozen=True)
@@ -66,9 +77,10 @@ class ExtractConfig:
     """Locations per Zarr shard (chunks are one location each); 0 = the largest power of two
     whose uncompressed shard fits in ``shard_max_mib``."""
     shard_max_mib: int = 256
-    compressor: str = "zstd"
-    """``zstd``, ``blosc-zstd`` (bit-shuffled), ``gzip`` or ``none``."""
-    compression_level: int = 3
+    compressor: str = "blosc-zstd"
+    """``blosc-zstd`` (zstd on bit-shuffled int16), ``zstd``, ``gzip`` or ``none``; the default
+    is the best of those measured by benchmarks/extract_throughput.py."""
+    compression_level: int = 5
     max_unit_tiles: int = 24
     """Large connected components are split into units reading at most about this many tiles."""
     max_unit_patches: int = 512

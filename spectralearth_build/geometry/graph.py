@@ -1,0 +1,126 @@
+"""The tile-overlap graph: which tiles can form a temporal pair.
+
+Nodes are tiles.  An edge joins two tiles that are different acquisitions (different
+datatakes, start times at least ``min_gap_days`` apart: consecutive tiles of one datatake, which
+overlap by a few rows, are never pairs) and whose valid-data footprints intersect by at least one
+patch area (``(patch_px * pixel_size_m)**2``).
+
+Candidates come from an R-tree (``rtree``, bulk-loaded) over the footprints' lon/lat bounding
+boxes, so tiles of different UTM zones meet; the exact intersection is then computed in metres,
+vectorised with shapely: in the shared CRS when both tiles have one, otherwise after
+reprojecting the second footprint (densified) into the CRS of the first.  The graph is a
+``networkx.Graph`` whose nodes are tile ids (inserted in ``(start_time, tile_id)`` order) with
+an ``index`` attribute, and whose edges carry the intersection ``area`` in square metres.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import shapely
+from rtree import index as rtree_index
+
+from ..config import PlanConfig
+from ..records import TileRecord
+from .tiles import TileSet
+
+
+def lonlat_rtree(bounds: np.ndarray) -> rtree_index.Index:
+    """A bulk-loaded R-tree over ``(n, 4)`` lon/lat boxes; ids are row numbers."""
+    if len(bounds) == 0:
+        return rtree_index.Index()
+    return rtree_index.Index(
+        ((i, tuple(float(v) for v in b), None) for i, b in enumerate(bounds))
+    )
+
+
+def candidate_pairs(tileset: TileSet) -> np.ndarray:
+    """``(m, 2)`` index pairs ``i < j`` whose lon/lat boxes intersect, sorted."""
+    n = len(tileset)
+    if n < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    tree = lonlat_rtree(tileset.lonlat_bounds)
+    b = tileset.lonlat_bounds
+    mins, maxs = np.ascontiguousarray(b[:, :2]), np.ascontiguousarray(b[:, 2:])
+    ids, counts = tree.intersection_v(mins, maxs)
+    left = np.repeat(np.arange(n, dtype=np.int64), np.asarray(counts, dtype=np.int64))
+    right = np.asarray(ids, dtype=np.int64)
+    keep = left < right
+    pairs = np.column_stack([left[keep], right[keep]])
+    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
+    return pairs[order]
+
+
+def overlap_edges(tileset: TileSet) -> tuple[np.ndarray, np.ndarray]:
+    """Edges of the overlap graph: ``(m, 2)`` index pairs ``i < j`` and their overlap areas (m2)."""
+    pairs = candidate_pairs(tileset)
+    if len(pairs) == 0:
+        return pairs, np.zeros(0)
+    i, j = pairs[:, 0], pairs[:, 1]
+    ok = (tileset.datatakes[i] != tileset.datatakes[j]) & (
+        np.abs(tileset.times_s[i] - tileset.times_s[j]) >= tileset.min_gap_s
+    )
+    pairs = pairs[ok]
+    areas = np.zeros(len(pairs))
+    if len(pairs) == 0:
+        return pairs, areas
+    crs = np.array([t.crs for t in tileset.tiles], dtype=object)
+    fps = np.array([t.footprint for t in tileset.tiles], dtype=object)
+    i, j = pairs[:, 0], pairs[:, 1]
+    same = crs[i] == crs[j]
+    # same CRS: bounding-box prefilter, then exact vectorised intersection areas
+    sel = np.flatnonzero(same)
+    if len(sel):
+        nb = shapely.bounds(fps)
+        bi, bj = nb[i[sel]], nb[j[sel]]
+        w = np.minimum(bi[:, 2], bj[:, 2]) - np.maximum(bi[:, 0], bj[:, 0])
+        h = np.minimum(bi[:, 3], bj[:, 3]) - np.maximum(bi[:, 1], bj[:, 1])
+        box_ok = (w > 0) & (h > 0) & (w * h >= tileset.patch_area)
+        sel = sel[box_ok]
+        areas[sel] = shapely.area(shapely.intersection(fps[i[sel]], fps[j[sel]]))
+    # different CRS: reproject the second footprint into the CRS of the first
+    for k in np.flatnonzero(~same):
+        a, b = int(i[k]), int(j[k])
+        other = tileset.raw_footprint_in(b, tileset.tiles[a].crs)
+        areas[k] = shapely.area(shapely.intersection(fps[a], other))
+    keep = areas >= tileset.patch_area * (1 - 1e-9)
+    return pairs[keep], areas[keep]
+
+
+def graph_from_edges(tileset: TileSet, pairs: np.ndarray, areas: np.ndarray) -> nx.Graph:
+    g = nx.Graph()
+    for k, t in enumerate(tileset.tiles):
+        g.add_node(t.tile_id, index=k)
+    ids = [t.tile_id for t in tileset.tiles]
+    g.add_edges_from(
+        (ids[a], ids[b], {"area": float(s)}) for (a, b), s in zip(pairs.tolist(), areas.tolist())
+    )
+    return g
+
+
+def build_overlap_graph(tiles: list[TileRecord], config: PlanConfig) -> nx.Graph:
+    """The tile-overlap graph of ``tiles`` (nodes: tile ids; edge attribute ``area`` in m2)."""
+    tileset = TileSet.build(tiles, config)
+    pairs, areas = overlap_edges(tileset)
+    return graph_from_edges(tileset, pairs, areas)
+
+
+def adjacency(n: int, pairs: np.ndarray) -> list[frozenset[int]]:
+    """Neighbour sets by tile index."""
+    nbrs: list[set[int]] = [set() for _ in range(n)]
+    for a, b in pairs.tolist():
+        nbrs[a].add(b)
+        nbrs[b].add(a)
+    return [frozenset(s) for s in nbrs]
+
+
+def components(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Connected-component id per tile index, numbered by their smallest tile index."""
+    g = nx.Graph()
+    g.add_nodes_from(range(n))
+    g.add_edges_from(pairs.tolist())
+    comps = sorted((min(c), sorted(c)) for c in nx.connected_components(g))
+    out = np.zeros(n, dtype=np.int64)
+    for cid, (_, members) in enumerate(comps):
+        out[members] = cid
+    return out
