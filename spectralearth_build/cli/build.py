@@ -1,11 +1,130 @@
-"""``build-dataset``: scan, plan and extract in one command."""
+"""``build-dataset``: scan, plan and extract in one command.
+
+Exit status: 0 when the build is complete and no product was skipped as invalid; 3
+(:data:`~spectralearth_build.build.EXIT_INVALID_PRODUCTS`) when the dataset was built but some
+products were skipped as invalid (corrupt, truncated, unreadable; listed in the summary and in
+``OUT/report.json``), unless ``--allow-invalid`` is given; 1 with a one-line ``Error:`` for a
+user mistake (missing folder, bad config, a resume with another config); 2 for bad options.
+"""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
+
+from ..build import BuildReport, build_dataset
+from ..errors import InputError
+from .common import config_option, load_config, quiet_option, show_progress, user_errors
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return f"{n} B"
+
+
+def print_build_summary(report: BuildReport) -> None:
+    """The closing summary: patches by timestamps, skipped products, drops, bytes, times."""
+    prod = report.products
+    if prod:
+        s = prod["by_status"]
+        click.echo(
+            f"products: {prod['products']} found, "
+            + ", ".join(f"{n} {k}" for k, n in s.items() if n or k == "ok")
+        )
+        for reason, n in prod["by_reason"].items():
+            click.echo(f"  {n:6d}  skipped: {reason}")
+    click.echo(
+        f"patches: {report.patches} written ({report.views} views) of {report.planned_patches} "
+        f"planned, in {report.units} work unit{'s' if report.units != 1 else ''}"
+        + (f" ({report.units_resumed} done earlier)" if report.units_resumed else "")
+    )
+    for t, n in sorted(report.patches_by_timestamps.items()):
+        click.echo(f"  {n:6d}  with {t} timestamp{'s' if t != 1 else ''}")
+    if report.dropped_views or report.dropped_patches:
+        click.echo(f"dropped: {report.dropped_patches} patches left with no valid view; views:")
+        for reason, n in report.dropped_views.items():
+            click.echo(f"  {n:6d}  {reason}")
+    if report.invalid_products:
+        click.echo(f"invalid products skipped: {len(report.invalid_products)}")
+        for p in report.invalid_products:
+            click.echo(
+                f"  {p['product']}: {p['reason']}" + (f" ({p['detail']})" if p["detail"] else "")
+            )
+    click.echo(f"written: {_human_bytes(report.bytes_written)} to {report.out}")
+    if report.seconds:
+        click.echo("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items()))
 
 
 @click.command()
-def build_command() -> None:
-    """Build a dataset from a folder of EnMAP L2A products."""
-    raise click.ClickException("not implemented yet")
+@click.option(
+    "--tiles",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder of EnMAP L2A products (folders, ZIPs, tar.gz).",
+)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Dataset folder.")
+@config_option
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Worker processes of a local Dask cluster (default: one per core; 0: no Dask, "
+    "run in this process).",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    help="Use an existing Dask cluster: scheduler address (tcp://host:port) or scheduler file.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the build in OUT (a rerun into an existing build folder does so too).",
+)
+@click.option(
+    "--allow-invalid",
+    is_flag=True,
+    help="Exit 0 even if products were skipped as invalid (default: exit status 3).",
+)
+@quiet_option
+@user_errors
+def build_command(
+    tiles: Path,
+    out: Path,
+    config_path: Path | None,
+    workers: int | None,
+    scheduler: str | None,
+    resume: bool,
+    allow_invalid: bool,
+    quiet: bool,
+) -> None:
+    """Build a dataset from a folder of EnMAP L2A products: scan, plan, extract to OUT."""
+    if workers is not None and scheduler is not None:
+        raise InputError("--workers and --scheduler exclude each other")
+    if not tiles.exists():
+        raise InputError(f"--tiles {tiles}: no such file or folder")
+    config = load_config(config_path)
+    report = build_dataset(
+        tiles,
+        out,
+        config,
+        workers=workers,
+        scheduler=scheduler,
+        resume=resume,
+        progress=show_progress(quiet),
+        log=None if quiet else click.echo,
+    )
+    print_build_summary(report)
+    if report.invalid_products and not allow_invalid:
+        click.echo(
+            f"exit status {report.exit_status}: products were skipped as invalid "
+            "(--allow-invalid to accept)",
+            err=True,
+        )
+        sys.exit(report.exit_status)

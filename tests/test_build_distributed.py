@@ -1,0 +1,143 @@
+"""``build-dataset --scheduler`` on a real ``dask scheduler`` + ``dask worker`` on localhost."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from spectralearth_build import open_dataset
+from spectralearth_build.build import EXIT_INVALID_PRODUCTS, build_dataset
+from spectralearth_build.cli.build import build_command
+from spectralearth_build.config import BuildConfig
+
+CONFIG = "plan:\n  patch_px: 32\nextract:\n  max_unit_patches: 3\n  locations_per_shard: 2\n"
+
+
+def dask_cli() -> list[str]:
+    exe = shutil.which("dask", path=os.path.dirname(sys.executable)) or shutil.which("dask")
+    return [exe] if exe else [sys.executable, "-m", "distributed.cli.dask_spec"]
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A scheduler and one single-threaded worker process; yields the scheduler file."""
+    sched_file = tmp_path / "scheduler.json"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    base = dask_cli()
+    procs = []
+    try:
+        procs.append(
+            subprocess.Popen(
+                [
+                    *base,
+                    "scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--no-dashboard",
+                    "--scheduler-file",
+                    str(sched_file),
+                ],
+                stdout=open(logs / "scheduler.log", "w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+        for _ in range(600):
+            if sched_file.exists() and sched_file.stat().st_size:
+                break
+            assert procs[0].poll() is None, (logs / "scheduler.log").read_text()
+            time.sleep(0.05)
+        procs.append(
+            subprocess.Popen(
+                [
+                    *base,
+                    "worker",
+                    "--scheduler-file",
+                    str(sched_file),
+                    "--nworkers",
+                    "1",
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                    "--host",
+                    "127.0.0.1",
+                ],
+                stdout=open(logs / "worker.log", "w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+        from distributed import Client
+
+        with Client(scheduler_file=str(sched_file), timeout=60) as client:
+            client.wait_for_workers(1, timeout=60)
+        yield sched_file
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+def test_build_on_an_existing_cluster_equals_the_local_build(cluster, tmp_path_factory, tmp_path):
+    from spectralearth_build.synth import make_archive
+
+    archive = tmp_path_factory.mktemp("synth") / "tiles"
+    make_archive(archive, preset="tiny", seed=0)
+    cfg_path = tmp_path / "build.yaml"
+    cfg_path.write_text(CONFIG)
+    local = tmp_path / "local"
+    build_dataset(archive, local, BuildConfig.from_yaml(cfg_path))  # default: LocalCluster
+
+    out = tmp_path / "remote"
+    res = CliRunner().invoke(
+        build_command,
+        [
+            "--tiles",
+            str(archive),
+            "--out",
+            str(out),
+            "--config",
+            str(cfg_path),
+            "--scheduler",
+            str(cluster),
+        ],
+    )
+    assert res.exit_code in (0, EXIT_INVALID_PRODUCTS), res.output
+    a, b = open_dataset(local), open_dataset(out)
+    assert len(a) > 0
+    np.testing.assert_array_equal(np.asarray(a.images[:]), np.asarray(b.images[:]))
+    pd.testing.assert_frame_equal(a.views, b.views)
+    pd.testing.assert_frame_equal(
+        pd.DataFrame(a.index.drop(columns="geometry")),
+        pd.DataFrame(b.index.drop(columns="geometry")),
+    )
+    assert a.attrs == b.attrs
+
+    # the same cluster by address instead of scheduler file
+    import json
+
+    from spectralearth_build.build import dask_client
+
+    address = json.loads(Path(cluster).read_text())["address"]
+    with dask_client(scheduler=address) as client:
+        assert client.scheduler.address == address
+        assert len(client.scheduler_info()["workers"]) == 1
