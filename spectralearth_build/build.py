@@ -40,6 +40,26 @@ from .errors import InputError
 from .extract import store as st
 from .plan import PlannedPatch
 
+VIEW_COLUMNS = (
+    "patch_id",
+    "slot",
+    "t",
+    "time",
+    "product",
+    "datatake",
+    "tile",
+    "processor_version",
+    "row_off",
+    "col_off",
+    "height",
+    "width",
+    "resampled",
+    "cloud_fraction",
+    "snow_fraction",
+)
+"""Columns of ``views.parquet``, in order (see docs/FORMAT.md)."""
+WINDOW_COLUMNS = ("row_off", "col_off", "height", "width")
+
 EXIT_OK = 0
 EXIT_INVALID_PRODUCTS = 3
 """Exit status of ``build-dataset`` when products were skipped as invalid (unless allowed)."""
@@ -321,49 +341,18 @@ def finalize(
     views = pd.DataFrame([v for r in results for v in r["views"]])
     if views.empty:
         views = pd.DataFrame(
-            columns=[
-                "patch_id",
-                "slot",
-                "t",
-                "time",
-                "product",
-                "datatake",
-                "tile",
-                "processor_version",
-                "window",
-                "resampled",
-                "cloud_fraction",
-                "snow_fraction",
-            ]
+            columns=[c for c in VIEW_COLUMNS if c not in WINDOW_COLUMNS] + ["window"]
         )
     views = views.sort_values(["patch_id", "t"], kind="stable").reset_index(drop=True)
     views["time"] = pd.to_datetime(views["time"], utc=True)
     win = np.array(views["window"].tolist(), dtype=np.int64).reshape(-1, 4)
-    for i, col in enumerate(("row_off", "col_off", "height", "width")):
+    for i, col in enumerate(WINDOW_COLUMNS):
         views[col] = win[:, i]
     views = views.drop(columns=["window"])
     for col in ("patch_id", "slot", "t", "datatake", "tile"):
         views[col] = views[col].astype("int64")
     views["resampled"] = views["resampled"].astype(bool)
-    views = views[
-        [
-            "patch_id",
-            "slot",
-            "t",
-            "time",
-            "product",
-            "datatake",
-            "tile",
-            "processor_version",
-            "row_off",
-            "col_off",
-            "height",
-            "width",
-            "resampled",
-            "cloud_fraction",
-            "snow_fraction",
-        ]
-    ]
+    views = views[list(VIEW_COLUMNS)]
 
     frame = patches_to_frame([p for p in patches if p.patch_id in set(locs["patch_id"])])
     frame = frame.drop(columns=["n_views", "tile_ids", "times", "windows", "resampled"])

@@ -100,18 +100,23 @@ def _empty_row(source_id: str, location: str) -> dict[str, Any]:
     }
 
 
+def _name_fields(product_id: str) -> dict[str, Any]:
+    """Catalog fields that the product name alone gives."""
+    name = ProductName.parse(product_id)
+    return {
+        "datatake": name.datatake,
+        "tile": name.tile,
+        "start_time": name.start_time,
+        "processor_version": name.processor_version,
+        "processing_time": name.processing_time,
+    }
+
+
 def scan_source(source: ProductSource, config: BuildConfig) -> dict[str, Any]:
     """Scan one product: a catalog row, with ``status="invalid"`` if it cannot be used."""
     row = _empty_row(source.product_id, source.location)
     row["source"] = source_to_json(source)
-    name = ProductName.parse(source.product_id)
-    row.update(
-        datatake=name.datatake,
-        tile=name.tile,
-        start_time=name.start_time,
-        processor_version=name.processor_version,
-        processing_time=name.processing_time,
-    )
+    row.update(_name_fields(source.product_id))
     product = EnmapProduct(source)
     try:
         meta = product.metadata
@@ -142,14 +147,7 @@ def scan_source(source: ProductSource, config: BuildConfig) -> dict[str, Any]:
 def _problem_row(problem: DiscoveryProblem) -> dict[str, Any]:
     row = _empty_row(problem.product_id or Path(problem.path).name, problem.path)
     if problem.product_id:
-        name = ProductName.parse(problem.product_id)
-        row.update(
-            datatake=name.datatake,
-            tile=name.tile,
-            start_time=name.start_time,
-            processor_version=name.processor_version,
-            processing_time=name.processing_time,
-        )
+        row.update(_name_fields(problem.product_id))
     row.update(status="invalid", reason="unreadable archive", detail=problem.reason)
     return row
 

@@ -16,7 +16,14 @@ import click
 
 from ..build import BuildReport, build_dataset
 from ..errors import InputError
-from .common import config_option, load_config, quiet_option, show_progress, user_errors
+from .common import (
+    config_option,
+    load_config,
+    quiet_option,
+    show_progress,
+    tiles_option,
+    user_errors,
+)
 
 
 def _human_bytes(n: int) -> str:
@@ -62,12 +69,7 @@ def print_build_summary(report: BuildReport) -> None:
 
 
 @click.command()
-@click.option(
-    "--tiles",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Folder of EnMAP L2A products (folders, ZIPs, tar.gz).",
-)
+@tiles_option
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Dataset folder.")
 @config_option
 @click.option(

@@ -25,6 +25,13 @@ config_option = click.option(
 
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 
+tiles_option = click.option(
+    "--tiles",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder of EnMAP L2A products (folders, ZIPs, tar.gz).",
+)
+
 
 def load_config(config_path: Path | None) -> BuildConfig:
     return BuildConfig.from_yaml(config_path) if config_path else BuildConfig()

@@ -11,8 +11,16 @@ from ..errors import InputError
 from .common import config_option, load_config, user_errors
 
 CATALOG_COLUMNS = (
-    "product_id", "status", "datatake", "tile", "start_time", "crs", "transform", "height",
-    "width", "footprint_native",
+    "product_id",
+    "status",
+    "datatake",
+    "tile",
+    "start_time",
+    "crs",
+    "transform",
+    "height",
+    "width",
+    "footprint_native",
 )
 
 

@@ -10,7 +10,14 @@ import click
 
 from ..catalog import scan, summarize, write_catalog
 from ..errors import InputError
-from .common import config_option, load_config, quiet_option, show_progress, user_errors
+from .common import (
+    config_option,
+    load_config,
+    quiet_option,
+    show_progress,
+    tiles_option,
+    user_errors,
+)
 
 
 def print_catalog_summary(summary: dict) -> None:
@@ -24,12 +31,7 @@ def print_catalog_summary(summary: dict) -> None:
 
 
 @click.command()
-@click.option(
-    "--tiles",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Folder of EnMAP L2A products (folders, ZIPs, tar.gz).",
-)
+@tiles_option
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Catalog GeoParquet.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Processes for scanning.")
 @click.option(

@@ -19,24 +19,52 @@ def _size(n: int) -> str:
 
 
 @click.command()
-@click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="Folder to write (must be empty or absent).")
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="tiny", show_default=True,
-              help="Size preset: tiny (tests), demo (quickstart), full (real tile size).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder to write (must be empty or absent).",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(sorted(PRESETS)),
+    default="tiny",
+    show_default=True,
+    help="Size preset: tiny (tests), demo (quickstart), full (real tile size).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--broken", is_flag=True, help="Also write broken products (expected: invalid).")
-@click.option("--packaging", type=click.Choice(["folders", "mixed"]), default="folders",
-              show_default=True,
-              help="mixed: some products as ZIPs, in a tar.gz, COG, without prefix, METADATA.xml.")
+@click.option(
+    "--packaging",
+    type=click.Choice(["folders", "mixed"]),
+    default="folders",
+    show_default=True,
+    help="mixed: some products as ZIPs, in a tar.gz, COG, without prefix, METADATA.xml.",
+)
 @click.option("--tile-px", type=int, default=None, help="Swath width / tile length in pixels.")
-@click.option("--bands", "n_bands", type=int, default=None,
-              help="Spectral bands (evenly spaced subset of the 224 EnMAP bands).")
-@click.option("--tiles", "tiles_per_datatake", type=int, default=None,
-              help="Consecutive tiles per datatake.")
-@click.option("--revisits", type=int, default=None,
-              help="Acquisition dates over the European site (US: about 60% of it, >= 3).")
-@click.option("--workers", type=int, default=1, show_default=True,
-              help="Processes writing products (output is identical for any number).")
+@click.option(
+    "--bands",
+    "n_bands",
+    type=int,
+    default=None,
+    help="Spectral bands (evenly spaced subset of the 224 EnMAP bands).",
+)
+@click.option(
+    "--tiles", "tiles_per_datatake", type=int, default=None, help="Consecutive tiles per datatake."
+)
+@click.option(
+    "--revisits",
+    type=int,
+    default=None,
+    help="Acquisition dates over the European site (US: about 60% of it, >= 3).",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Processes writing products (output is identical for any number).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a previous synthetic archive in --out.")
 @quiet_option
 @user_errors
@@ -58,10 +86,19 @@ def synth_command(
     revisits_us = None if revisits is None else max(3, round(0.6 * revisits))
     try:
         report = make_archive(
-            out, preset=preset, seed=seed, broken=broken, packaging=packaging,
-            workers=workers, progress=show_progress(quiet), overwrite=overwrite,
-            tile_px=tile_px, n_bands=n_bands, tiles_per_datatake=tiles_per_datatake,
-            revisits_eu=revisits, revisits_us=revisits_us,
+            out,
+            preset=preset,
+            seed=seed,
+            broken=broken,
+            packaging=packaging,
+            workers=workers,
+            progress=show_progress(quiet),
+            overwrite=overwrite,
+            tile_px=tile_px,
+            n_bands=n_bands,
+            tiles_per_datatake=tiles_per_datatake,
+            revisits_eu=revisits,
+            revisits_us=revisits_us,
         )
     except SynthError as exc:
         raise click.ClickException(str(exc)) from exc
