@@ -89,10 +89,10 @@ def test_cli_build_matches_source_pixels(archive, config_file, reference, tmp_pa
             "1",
         ],
     )
-    assert res.exit_code in (0, EXIT_INVALID_PRODUCTS), res.output
+    assert res.exit_code == 0, res.output  # the archive has no broken products
     assert "patches:" in res.output and "written:" in res.output and "time:" in res.output
     ds = open_dataset(out)
-    assert len(ds) > 0 and ds.views["resampled"].sum() >= 0
+    assert len(ds) > 0 and ds.views["resampled"].any()  # the archive straddles UTM 32/33
     assert ds.wavelengths.shape == (202,) and ds.fwhm.shape == (202,)
     assert (ds.index["n_views"] > 1).any(), "the tiny archive should give multi-timestamp patches"
     catalog = read_catalog(out / "catalog.parquet")
@@ -197,7 +197,7 @@ def test_killed_build_resumes_to_the_same_dataset(archive, config_file, referenc
             "--resume",
         ],
     )
-    assert res.exit_code in (0, EXIT_INVALID_PRODUCTS), res.output
+    assert res.exit_code == 0, res.output
     assert "continuing the build" in res.output
     report = json.loads((out / "report.json").read_text())
     assert report["units_resumed"] >= n_before >= 1
