@@ -348,7 +348,10 @@ def test_units_partition_the_plan_into_owned_shards(
         assert len(u.patches) <= u.n_slots < len(u.patches) + k
         assert len(u.patches) <= max_patches
         assert len(u.patches) == 1 or len(u.tile_ids) <= max_tiles
+        assert len({p.component for p in u.patches}) == 1  # one component (or a piece of one)
         slot += u.n_slots
+    # every component is split into as few units as its limits allow, never merged
+    assert len(units) >= len(comps)
     # determinism: same plan, same units and keys
     again = make_units(patches, k, max_patches, max_tiles)
     assert [u.key for u in again] == [u.key for u in units]

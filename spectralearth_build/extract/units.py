@@ -4,8 +4,8 @@ A unit is a list of patches whose source tiles are read once, together: one task
 component of the overlap graph, except that a component with more than ``max_unit_patches``
 patches or ``max_unit_tiles`` tiles is cut into balanced pieces along a spatial order (rows of
 patches, north to south), so a giant component does not serialise the job and its pieces read
-compact row bands of each tile; and consecutive small components are packed into one unit so
-tasks are not tiny.
+compact row bands of each tile.  Components never share a tile, so grouping several into one
+unit would save no read; keeping them apart lets even a small archive use every worker.
 
 Store locations are assigned unit by unit: unit ``u`` owns the slots
 ``[slot_start, slot_start + n_slots)``, a whole number of shards, so two units never write the
@@ -123,8 +123,8 @@ def make_units(
 ) -> list[WorkUnit]:
     """Group the plan into work units (deterministic: depends only on the plan and limits).
 
-    Components are taken in order of their smallest patch id; pieces of consecutive components
-    are packed together while the packed unit stays within both limits.
+    Components are taken in order of their smallest patch id; each gives one unit, or several
+    if it exceeds either limit.
     """
     if locations_per_shard < 1:
         raise ValueError("locations_per_shard must be >= 1")
@@ -132,25 +132,11 @@ def make_units(
     for p in patches:
         by_component.setdefault(p.component, []).append(p)
     components = sorted(by_component.values(), key=lambda ps: min(p.patch_id for p in ps))
-    pieces = [
+    groups = [
         piece
         for comp in components
         for piece in split_component(comp, max_unit_patches, max_unit_tiles)
     ]
-    groups: list[list[PlannedPatch]] = []
-    tiles: set[str] = set()
-    for piece in pieces:
-        piece_tiles = _tiles(piece)
-        if (
-            groups
-            and len(groups[-1]) + len(piece) <= max_unit_patches
-            and len(tiles | piece_tiles) <= max_unit_tiles
-        ):
-            groups[-1].extend(piece)
-            tiles |= piece_tiles
-        else:
-            groups.append(list(piece))
-            tiles = set(piece_tiles)
     units = []
     slot = 0
     for i, group in enumerate(groups):
