@@ -83,6 +83,8 @@ class EnmapProduct:
         try:
             return rasterio.open(path)
         except (RasterioError, OSError) as exc:
+            if not self.source.containers and os.path.isfile(path) and os.path.getsize(path) == 0:
+                raise ProductError(self.source.location, "zero-byte file", path) from exc
             raise ProductError(
                 self.source.location, f"{suffix.lower()} unreadable", str(exc).splitlines()[0]
             ) from exc

@@ -161,7 +161,7 @@ class ProductSpec:
 
 
 BROKEN_KINDS: dict[str, str] = {
-    "zero-byte image": "spectral_image unreadable",
+    "zero-byte image": "zero-byte file",
     "truncated image": "truncated or corrupt image",
     "malformed metadata": "metadata malformed",
     "wrong band count": "wrong band count",
