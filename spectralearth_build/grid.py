@@ -53,7 +53,7 @@ class PixelGrid:
     shape_yx: tuple[int, int]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "transform", tuple(float(v) for v in self.transform))
+        object.__setattr__(self, "transform", tuple(map(float, self.transform)))
         object.__setattr__(self, "shape_yx", (int(self.shape_yx[0]), int(self.shape_yx[1])))
         if len(self.transform) != 6:
             raise ValueError(f"transform needs 6 coefficients, got {len(self.transform)}")

@@ -203,7 +203,8 @@ class Placer:
         """Record new patches of ``frame`` in the cell grids of the ``others`` frames.
 
         Each patch box is reprojected (densified to a quarter of its side) and its exact
-        overlap with every stride cell of the other frame is added to that frame's grid.
+        overlap with every stride cell of the other frame is added to that frame's grid: a
+        whole cell where the patch covers it, an exact intersection area on the patch border.
         """
         src = self.ts.frames[frame].crs
         polys = shapely.box(*np.array(boxes).T)
@@ -217,7 +218,12 @@ class Placer:
                 cc, rr = np.meshgrid(np.arange(c0, c1 + 1), np.arange(r0, r1 + 1))
                 x0, y1 = fr.ox + cc * cell, fr.oy - rr * cell
                 cells = shapely.box(x0, y1 - cell, x0 + cell, y1)
-                area = shapely.area(shapely.intersection(cells, poly))
+                # cells the patch covers overlap it by a whole cell; only those on its border
+                # need an exact intersection
+                shapely.prepare(poly)
+                area = np.where(shapely.covers(poly, cells), cell * cell, 0.0)
+                edge = (area == 0.0) & shapely.intersects(poly, cells)
+                area[edge] = shapely.area(shapely.intersection(cells[edge], poly))
                 self.foreign.add(g, r0, c0, r1 - r0 + 1, c1 - c0 + 1, area)
             self._foreign_frames.add(g)
 
