@@ -67,8 +67,17 @@ class ArchiveGenerator:
         self.rng = np.random.default_rng(seed)
         self.datatakes: list[dict] = []
 
-    def strip(self, site_lon: float, site_lat: float, n: int, j0: int, along: float,
-              across: float, heading_deg: float, when: datetime) -> None:
+    def strip(
+        self,
+        site_lon: float,
+        site_lat: float,
+        n: int,
+        j0: int,
+        along: float,
+        across: float,
+        heading_deg: float,
+        when: datetime,
+    ) -> None:
         """One datatake of ``n`` tiles whose tile ``j0`` covers the site."""
         crs = utm_epsg(site_lon, site_lat)
         sx, sy = _tf("EPSG:4326", crs).transform(site_lon, site_lat)
@@ -97,14 +106,29 @@ class ArchiveGenerator:
         for lon, lat, visits in sites:
             for _ in range(visits):
                 n = int(rng.integers(1, 9))
-                self.strip(lon, lat, n, int(rng.integers(0, n)), rng.uniform(-15e3, 15e3),
-                           rng.uniform(-12e3, 12e3), rng.uniform(10, 13),
-                           T0 + timedelta(days=float(rng.uniform(0, days))))
+                self.strip(
+                    lon,
+                    lat,
+                    n,
+                    int(rng.integers(0, n)),
+                    rng.uniform(-15e3, 15e3),
+                    rng.uniform(-12e3, 12e3),
+                    rng.uniform(10, 13),
+                    T0 + timedelta(days=float(rng.uniform(0, days))),
+                )
         total = sum(len(d["lon"]) for d in self.datatakes)
         while total < self.n_tiles:
             n = int(rng.integers(3, 31))
-            self.strip(rng.uniform(-125, 150), rng.uniform(-45, 65), n, 0, 0.0, 0.0,
-                       rng.uniform(10, 13), T0 + timedelta(days=float(rng.uniform(0, days))))
+            self.strip(
+                rng.uniform(-125, 150),
+                rng.uniform(-45, 65),
+                n,
+                0,
+                0.0,
+                0.0,
+                rng.uniform(10, 13),
+                T0 + timedelta(days=float(rng.uniform(0, days))),
+            )
             total += n
         return self._records()
 
@@ -122,8 +146,9 @@ class ArchiveGenerator:
         return out
 
 
-def _tile(datatake: int, tile: int, start: datetime, lon: float, lat: float,
-          heading_deg: float) -> TileRecord:
+def _tile(
+    datatake: int, tile: int, start: datetime, lon: float, lat: float, heading_deg: float
+) -> TileRecord:
     crs = utm_epsg(lon, lat)
     cx, cy = _tf("EPSG:4326", crs).transform(lon, lat)
     th = math.radians(heading_deg)
@@ -138,8 +163,10 @@ def _tile(datatake: int, tile: int, start: datetime, lon: float, lat: float,
     w = math.ceil((maxx - x0) / RES)
     h = math.ceil((y0 - miny) / RES)
     grid = PixelGrid(crs, (RES, 0.0, x0, 0.0, -RES, y0), (h, w))
-    name = (f"ENMAP01-____L2A-DT{datatake:010d}_{start:%Y%m%dT%H%M%S}Z_{tile:03d}"
-            f"_V010402_20240601T000000Z")
+    name = (
+        f"ENMAP01-____L2A-DT{datatake:010d}_{start:%Y%m%dT%H%M%S}Z_{tile:03d}"
+        f"_V010402_20240601T000000Z"
+    )
     return TileRecord(name, datatake, tile, start, grid, fp)
 
 
@@ -157,8 +184,11 @@ def grid_first_baseline(tiles: list[TileRecord], config: PlanConfig) -> dict:
         lo, hi = -180 + 6 * (z - 1), -180 + 6 * z
         north = zone.startswith("EPSG:326")
         # tiles reaching into this zone's band (same hemisphere)
-        sel = [i for i in range(len(ts)) if ll[i, 2] >= lo and ll[i, 0] <= hi
-               and crs_of[i].startswith("EPSG:326") == north]
+        sel = [
+            i
+            for i in range(len(ts))
+            if ll[i, 2] >= lo and ll[i, 0] <= hi and crs_of[i].startswith("EPSG:326") == north
+        ]
         to_ll = _tf(zone, "EPSG:4326")
         for i in sel:
             t = ts.tiles[i]
@@ -166,8 +196,7 @@ def grid_first_baseline(tiles: list[TileRecord], config: PlanConfig) -> dict:
                 fp = t.footprint
             else:
                 fp = reproject(t.footprint, t.crs, zone, 300.0)
-                fp = fp.buffer(-config.resample_margin_px * config.pixel_size_m,
-                               join_style="mitre")
+                fp = fp.buffer(-config.resample_margin_px * config.pixel_size_m, join_style="mitre")
             if fp.is_empty:
                 continue
             minx, miny, maxx, maxy = fp.bounds

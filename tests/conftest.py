@@ -14,7 +14,9 @@ REF_STEM = "ENMAP01-____L2A-DT0000326721_20170626T102020Z_001_V000204_20200406T2
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     if not ENMAP_REF.is_dir():
-        pytest.fail(f"reference files not found at {REFERENCE} (shared/ must sit beside the checkout)")
+        pytest.fail(
+            f"reference files not found at {REFERENCE} (shared/ must sit beside the checkout)"
+        )
     return REFERENCE
 
 

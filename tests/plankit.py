@@ -162,20 +162,33 @@ def scenario_tiles() -> list[TileRecord]:
     # a site revisited by five datatakes (rotated swaths, off-nadir offsets)
     for k in range(5):
         tiles.append(
-            make_tile(10 + k, 7 * k, (500_000 + 600 * (k - 2), 5_000_000 + 450 * (k % 3)),
-                      side_px=150, angle_deg=10 + k)
+            make_tile(
+                10 + k,
+                7 * k,
+                (500_000 + 600 * (k - 2), 5_000_000 + 450 * (k % 3)),
+                side_px=150,
+                angle_deg=10 + k,
+            )
         )
     # a strip of three consecutive tiles of one datatake crossing the site (overlap 14 rows)
     for j in range(3):
         tiles.append(
-            make_tile(30, 3 + j * 4.1 / 86400, (499_000, 5_000_000 + (150 - 14) * 30 * (1 - j)),
-                      side_px=150, angle_deg=0, tile=j + 1)
+            make_tile(
+                30,
+                3 + j * 4.1 / 86400,
+                (499_000, 5_000_000 + (150 - 14) * 30 * (1 - j)),
+                side_px=150,
+                angle_deg=0,
+                tile=j + 1,
+            )
         )
     # a site on the line between UTM zones 32 and 33 (lon 12 E), four datatakes
-    for k, (lon, lat) in enumerate([(11.985, 47.0), (12.01, 47.003), (11.995, 46.998),
-                                    (12.02, 47.0)]):
-        tiles.append(make_tile(40 + k, 5 * k + 1, (lon, lat), side_px=150, angle_deg=12,
-                               lonlat=True))
+    for k, (lon, lat) in enumerate(
+        [(11.985, 47.0), (12.01, 47.003), (11.995, 46.998), (12.02, 47.0)]
+    ):
+        tiles.append(
+            make_tile(40 + k, 5 * k + 1, (lon, lat), side_px=150, angle_deg=12, lonlat=True)
+        )
     # an isolated tile
     tiles.append(make_tile(60, 20, (650_000, 5_300_000), side_px=120, angle_deg=13))
     return tiles
@@ -197,8 +210,9 @@ def grid_first_multi(tiles: list[TileRecord], config: PlanConfig) -> int:
     for members in cells.values():
         kept: list[TileRecord] = []
         for t in sorted(members, key=lambda t: t.start_time):
-            if all(t.datatake != k.datatake and abs(t.start_time - k.start_time) >= gap
-                   for k in kept):
+            if all(
+                t.datatake != k.datatake and abs(t.start_time - k.start_time) >= gap for k in kept
+            ):
                 kept.append(t)
         multi += len(kept) >= 2
     return multi

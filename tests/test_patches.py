@@ -77,8 +77,7 @@ def test_every_patch_has_all_compatible_covering_tiles() -> None:
             if not t.footprint.buffer(-31).covers(here):
                 continue
             compatible = all(
-                t.datatake != v.datatake and abs(t.start_time - v.start_time) >= gap
-                for v in views
+                t.datatake != v.datatake and abs(t.start_time - v.start_time) >= gap for v in views
             )
             assert not compatible, f"patch {p.patch_id} misses view {t.tile_id}"
 

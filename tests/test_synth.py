@@ -208,8 +208,9 @@ def test_mixed_packaging_fully_discovered(archive: SynthReport, sources: dict, c
 def test_revisits_coverage_and_datatake_overlap(archive: SynthReport, catalog) -> None:  # noqa: ANN001
     ok = catalog[catalog["status"] == "ok"]
     for site, crs_prefix in (("europe", "EPSG:3263"), ("us", "EPSG:32615")):
-        days = sorted({t.date() for t, c in zip(ok["start_time"], ok["crs"])
-                       if c.startswith(crs_prefix)})
+        days = sorted(
+            {t.date() for t, c in zip(ok["start_time"], ok["crs"]) if c.startswith(crs_prefix)}
+        )
         gaps = [(b - a).days for a, b in zip(days, days[1:])]
         assert min(gaps) >= 4, (site, gaps)
     hot = dict(archive.hotspot_dates)
@@ -275,14 +276,19 @@ def _sample_labels(label: Path, grid: PixelGrid, rows: np.ndarray, cols: np.ndar
     ("site", "label", "water", "forest", "agree"),
     [("us", "cdl", {111}, {141, 142}, 0.8), ("europe", "corine", {41}, {23, 24}, 0.6)],
 )
-def test_spectra_follow_land_cover(archive: SynthReport, site: str, label: str,
-                                   water: set, forest: set, agree: float) -> None:
+def test_spectra_follow_land_cover(
+    archive: SynthReport, site: str, label: str, water: set, forest: set, agree: float
+) -> None:
     wl, _ = reference_bands()
     nir, red = int(np.argmin(np.abs(wl - 860))), int(np.argmin(np.abs(wl - 665)))
     swir = int(np.argmin(np.abs(wl - 1650)))
-    candidates = [p for p in _folder_products(archive, site=site, expected_status="ok")
-                  if p.cloud_cover == 0 and p.snow_cover == 0
-                  and 120 <= datetime.fromisoformat(p.start_time).timetuple().tm_yday <= 260]
+    candidates = [
+        p
+        for p in _folder_products(archive, site=site, expected_status="ok")
+        if p.cloud_cover == 0
+        and p.snow_cover == 0
+        and 120 <= datetime.fromisoformat(p.start_time).timetuple().tm_yday <= 260
+    ]
     for p in candidates:
         d = Path(archive.out) / p.path
         with rasterio.open(_files(d, "-SPECTRAL_IMAGE.TIF")) as src:
@@ -312,8 +318,11 @@ def test_special_acquisitions_look_right(archive: SynthReport) -> None:
     b560 = int(np.argmin(np.abs(wl - 560)))
     means = {}
     for role in ("night", "cloudy", "regular", "snow"):
-        p = next(q for q in _folder_products(archive, role=role, site="europe")
-                 if role != "snow" or q.snow_cover > 5)
+        p = next(
+            q
+            for q in _folder_products(archive, role=role, site="europe")
+            if role != "snow" or q.snow_cover > 5
+        )
         with rasterio.open(_files(out / p.path, "-SPECTRAL_IMAGE.TIF")) as src:
             band = src.read(b560 + 1)
         means[role] = band[band != -32768].mean()
@@ -343,8 +352,21 @@ def test_same_seed_gives_identical_bytes(archive: SynthReport, tmp_path: Path) -
 
 def test_other_seed_differs_and_cli(tmp_path: Path) -> None:
     runner = CliRunner()
-    args = ["synth", "--out", str(tmp_path / "s1"), "--seed", "1", "--tile-px", "64",
-            "--bands", "24", "--tiles", "1", "--revisits", "7"]
+    args = [
+        "synth",
+        "--out",
+        str(tmp_path / "s1"),
+        "--seed",
+        "1",
+        "--tile-px",
+        "64",
+        "--bands",
+        "24",
+        "--tiles",
+        "1",
+        "--revisits",
+        "7",
+    ]
     res = runner.invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "products" in res.output and "ok" in res.output and "MB" in res.output

@@ -52,8 +52,14 @@ tile_strategy = st.tuples(
 
 def _tiles(specs) -> list[TileRecord]:
     return [
-        make_tile(dt, day + 0.01 * k, (500_000 + 30 * x, 5_000_000 + 30 * y), side_px=side,
-                  angle_deg=ang, tile=k + 1)
+        make_tile(
+            dt,
+            day + 0.01 * k,
+            (500_000 + 30 * x, 5_000_000 + 30 * y),
+            side_px=side,
+            angle_deg=ang,
+            tile=k + 1,
+        )
         for k, (dt, day, x, y, side, ang) in enumerate(specs)
     ]
 
@@ -98,8 +104,13 @@ def test_chain_of_overlaps_is_not_a_triple() -> None:
 def test_high_degree_site_stays_bounded() -> None:
     # 40 revisits of one site (degree 39 each): the beam bounds the tuples kept per level
     tiles = [
-        make_tile(100 + k, 2 * k, (500_000 + 30 * (k % 7), 5_000_000 - 30 * (k % 5)),
-                  side_px=60, angle_deg=10 + k % 4)
+        make_tile(
+            100 + k,
+            2 * k,
+            (500_000 + 30 * (k % 7), 5_000_000 - 30 * (k % 5)),
+            side_px=60,
+            angle_deg=10 + k % 4,
+        )
         for k in range(40)
     ]
     config = PlanConfig(patch_px=8, beam_width=4, max_tuple_size=12)

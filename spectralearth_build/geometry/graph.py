@@ -29,9 +29,7 @@ def lonlat_rtree(bounds: np.ndarray) -> rtree_index.Index:
     """A bulk-loaded R-tree over ``(n, 4)`` lon/lat boxes; ids are row numbers."""
     if len(bounds) == 0:
         return rtree_index.Index()
-    return rtree_index.Index(
-        ((i, tuple(float(v) for v in b), None) for i, b in enumerate(bounds))
-    )
+    return rtree_index.Index(((i, tuple(float(v) for v in b), None) for i, b in enumerate(bounds)))
 
 
 def candidate_pairs(tileset: TileSet) -> np.ndarray:

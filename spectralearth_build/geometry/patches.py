@@ -97,13 +97,16 @@ def _chunk_slices(r0: int, c0: int, h: int, w: int):
         rr0, rr1 = max(r0, kr * CHUNK), min(r0 + h, (kr + 1) * CHUNK)
         for kc in range(c0 // CHUNK, (c0 + w - 1) // CHUNK + 1):
             cc0, cc1 = max(c0, kc * CHUNK), min(c0 + w, (kc + 1) * CHUNK)
-            yield (kr, kc), (
-                rr0 - kr * CHUNK,
-                cc0 - kc * CHUNK,
-                rr0 - r0,
-                cc0 - c0,
-                rr1 - rr0,
-                cc1 - cc0,
+            yield (
+                (kr, kc),
+                (
+                    rr0 - kr * CHUNK,
+                    cc0 - kc * CHUNK,
+                    rr0 - r0,
+                    cc0 - c0,
+                    rr1 - rr0,
+                    cc1 - cc0,
+                ),
             )
 
 
@@ -185,7 +188,10 @@ class Placer:
         """A lon/lat box around the members' common area (the overlap of their boxes)."""
         b = self.ts.lonlat_bounds[list(members)]
         return (
-            float(b[:, 0].max()), float(b[:, 1].max()), float(b[:, 2].min()), float(b[:, 3].min())
+            float(b[:, 0].max()),
+            float(b[:, 1].max()),
+            float(b[:, 2].min()),
+            float(b[:, 3].min()),
         )
 
     def _other_frames_near(self, frame: int, members: tuple[int, ...]) -> list[int]:

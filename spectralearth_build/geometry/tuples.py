@@ -151,9 +151,7 @@ def _grow(
     areas = np.zeros(len(keys))
     areas[valid] = shapely.area(geoms[valid])
     keep = np.flatnonzero(areas >= threshold)
-    return _Level(
-        [keys[k] for k in keep], [frames[k] for k in keep], geoms[keep], areas[keep]
-    )
+    return _Level([keys[k] for k in keep], [frames[k] for k in keep], geoms[keep], areas[keep])
 
 
 def _best_candidates(

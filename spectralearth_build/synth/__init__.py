@@ -135,8 +135,11 @@ class SynthReport:
             "params": self.params.to_dict(),
             "broken": self.broken,
             "packaging": self.packaging,
-            "summary": {"products": len(self.products), "by_status": self.by_status(),
-                        "total_bytes": self.total_bytes},
+            "summary": {
+                "products": len(self.products),
+                "by_status": self.by_status(),
+                "total_bytes": self.total_bytes,
+            },
             "coverage_km2": [list(c) for c in self.coverage],
             "hotspot_dates": [list(h) for h in self.hotspot_dates],
             "labels": [lab.to_dict() for lab in self.labels],
@@ -188,8 +191,9 @@ def _deliveries(specs: list[ProductSpec], packaging: str) -> dict[int, Delivery]
     return out
 
 
-def _site_extent(specs: list[ProductSpec], site: str, margin_m: float = 1500.0
-                 ) -> tuple[float, float, float, float]:
+def _site_extent(
+    specs: list[ProductSpec], site: str, margin_m: float = 1500.0
+) -> tuple[float, float, float, float]:
     corners = np.concatenate([s.frame_corners() for s in specs if s.site == site])
     snap = 300.0
     return (
@@ -227,9 +231,11 @@ def _zip_folder(folder: Path, archive: Path, inner: str, when: tuple[int, ...]) 
 
 def _tar_gz(members: list[Path], archive: Path, mtime: int) -> None:
     """A gzip-compressed tar of ``members`` with fixed owners, modes and times."""
-    with archive.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
-                                                   mtime=0, compresslevel=1) as gz, \
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
+    with (
+        archive.open("wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar,
+    ):
         for m in members:
             info = tarfile.TarInfo(m.name)
             info.size = m.stat().st_size
@@ -299,8 +305,14 @@ def make_archive(
     for site_id, (name, site) in enumerate(SITES.items()):
         tr = transformer("EPSG:4326", site.frame_crs)
         hx, hy = tr.transform(*hotspot_lonlat(name, params))
-        maps[name] = LandCoverMap(site.landscape, _site_extent(specs, name), (hx, hy),
-                                  params.tile_px * PIXEL_M, seed, site_id)
+        maps[name] = LandCoverMap(
+            site.landscape,
+            _site_extent(specs, name),
+            (hx, hy),
+            params.tile_px * PIXEL_M,
+            seed,
+            site_id,
+        )
     ctx = RenderContext(params, seed, maps)
     deliveries = _deliveries(specs, packaging)
 
@@ -335,8 +347,12 @@ def make_archive(
             elif d.kind in ("zip", "tar.gz"):
                 target = out if d.kind == "zip" else Path(tmp)
                 archive = target / f"{s.name.stem}.ZIP"
-                _zip_folder(Path(tmp) / s.name.stem / s.name.stem, archive, s.name.stem,
-                            s.name.processing_time.timetuple()[:6])
+                _zip_folder(
+                    Path(tmp) / s.name.stem / s.name.stem,
+                    archive,
+                    s.name.stem,
+                    s.name.processing_time.timetuple()[:6],
+                )
                 if d.kind == "tar.gz":
                     tar_members.append(archive)
         if tar_members:
@@ -359,15 +375,29 @@ def make_archive(
         else:
             path = d.file_stem(s)
         covers = w.covers if w else {"cloud": 0.0, "haze": 0.0, "cirrus": 0.0, "snow": 0.0}
-        products.append(SynthProduct(
-            product_id=s.name.stem, path=path, delivery=d.kind, site=s.site, role=s.role,
-            broken=s.broken, expected_status=status, expected_reason=reason,
-            datatake=s.name.datatake, tile=s.name.tile, start_time=s.start_time.isoformat(),
-            processor_version=s.name.processor_version, grid=s.grid,
-            sun_elevation=s.sun_elevation, cloud_cover=covers["cloud"],
-            haze_cover=covers["haze"], cirrus_cover=covers["cirrus"],
-            snow_cover=covers["snow"], valid_fraction=round(w.valid_fraction, 4) if w else 0.0,
-        ))
+        products.append(
+            SynthProduct(
+                product_id=s.name.stem,
+                path=path,
+                delivery=d.kind,
+                site=s.site,
+                role=s.role,
+                broken=s.broken,
+                expected_status=status,
+                expected_reason=reason,
+                datatake=s.name.datatake,
+                tile=s.name.tile,
+                start_time=s.start_time.isoformat(),
+                processor_version=s.name.processor_version,
+                grid=s.grid,
+                sun_elevation=s.sun_elevation,
+                cloud_cover=covers["cloud"],
+                haze_cover=covers["haze"],
+                cirrus_cover=covers["cirrus"],
+                snow_cover=covers["snow"],
+                valid_fraction=round(w.valid_fraction, 4) if w else 0.0,
+            )
+        )
     if not any(p.expected_status == "cloudy" for p in products):
         raise RuntimeError(f"seed {seed}: the overcast acquisition came out below 50% cloud")
 
@@ -379,9 +409,17 @@ def make_archive(
         hotspots.append((site_name, at_hot))
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file() and f.name != MANIFEST)
     report = SynthReport(
-        out=str(out), preset=preset, seed=seed, params=params, broken=broken,
-        packaging=packaging, products=tuple(products), labels=labels,
-        coverage=tuple(coverage), hotspot_dates=tuple(hotspots), total_bytes=total,
+        out=str(out),
+        preset=preset,
+        seed=seed,
+        params=params,
+        broken=broken,
+        packaging=packaging,
+        products=tuple(products),
+        labels=labels,
+        coverage=tuple(coverage),
+        hotspot_dates=tuple(hotspots),
+        total_bytes=total,
     )
     (out / MANIFEST).write_text(json.dumps(report.to_dict(), indent=1) + "\n")
     return report

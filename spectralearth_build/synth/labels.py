@@ -39,11 +39,19 @@ class LabelSpec:
 
 
 LABEL_SPECS: tuple[LabelSpec, ...] = (
-    LabelSpec("corine", "europe", "EPSG:3035", 100.0, 0.0, CORINE_NODATA,
-              "CLC2018_synthetic_100m_EPSG3035.tif"),
+    LabelSpec(
+        "corine",
+        "europe",
+        "EPSG:3035",
+        100.0,
+        0.0,
+        CORINE_NODATA,
+        "CLC2018_synthetic_100m_EPSG3035.tif",
+    ),
     LabelSpec("cdl", "us", "EPSG:5070", 30.0, 15.0, None, "CDL_2023_synthetic_30m_EPSG5070.tif"),
-    LabelSpec("nlcd", "us", "EPSG:5070", 30.0, 15.0, NLCD_NODATA,
-              "NLCD_2021_synthetic_30m_EPSG5070.tif"),
+    LabelSpec(
+        "nlcd", "us", "EPSG:5070", 30.0, 15.0, NLCD_NODATA, "NLCD_2021_synthetic_30m_EPSG5070.tif"
+    ),
 )
 
 
@@ -59,17 +67,30 @@ class LabelRaster:
     shape_yx: tuple[int, int]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"product": self.product, "site": self.site, "path": self.path, "crs": self.crs,
-                "res": self.res, "shape_yx": list(self.shape_yx)}
+        return {
+            "product": self.product,
+            "site": self.site,
+            "path": self.path,
+            "crs": self.crs,
+            "res": self.res,
+            "shape_yx": list(self.shape_yx),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LabelRaster:
-        return cls(d["product"], d["site"], d["path"], d["crs"], float(d["res"]),
-                   (int(d["shape_yx"][0]), int(d["shape_yx"][1])))
+        return cls(
+            d["product"],
+            d["site"],
+            d["path"],
+            d["crs"],
+            float(d["res"]),
+            (int(d["shape_yx"][0]), int(d["shape_yx"][1])),
+        )
 
 
-def write_label(spec: LabelSpec, lc: LandCoverMap, out: Path, rows_per_block: int = 256
-                ) -> LabelRaster:
+def write_label(
+    spec: LabelSpec, lc: LandCoverMap, out: Path, rows_per_block: int = 256
+) -> LabelRaster:
     """Write one label raster covering the map's extent; rows are evaluated in blocks."""
     xmin, ymin, xmax, ymax = lc.extent
     x0 = xmin + spec.origin_offset
@@ -80,9 +101,19 @@ def write_label(spec: LabelSpec, lc: LandCoverMap, out: Path, rows_per_block: in
     path = out / "labels" / spec.file_name
     path.parent.mkdir(parents=True, exist_ok=True)
     transform = rasterio.Affine(spec.res, 0.0, x0, 0.0, -spec.res, y0)
-    profile = {"driver": "GTiff", "height": height, "width": width, "count": 1, "dtype": "uint8",
-               "crs": spec.crs, "transform": transform, "nodata": spec.nodata,
-               "compress": "deflate", "predictor": 2, "tiled": False}
+    profile = {
+        "driver": "GTiff",
+        "height": height,
+        "width": width,
+        "count": 1,
+        "dtype": "uint8",
+        "crs": spec.crs,
+        "transform": transform,
+        "nodata": spec.nodata,
+        "compress": "deflate",
+        "predictor": 2,
+        "tiled": False,
+    }
     xs = x0 + spec.res * (np.arange(width) + 0.5)
     with rasterio.open(path, "w", **profile) as dst:
         for r0 in range(0, height, rows_per_block):
@@ -91,5 +122,6 @@ def write_label(spec: LabelSpec, lc: LandCoverMap, out: Path, rows_per_block: in
             gx, gy = np.meshgrid(xs, ys)
             codes = table[lc.class_at(gx, gy)]
             dst.write(codes, 1, window=rasterio.windows.Window(0, r0, width, r1 - r0))
-    return LabelRaster(spec.product, spec.site, f"labels/{spec.file_name}", spec.crs, spec.res,
-                       (height, width))
+    return LabelRaster(
+        spec.product, spec.site, f"labels/{spec.file_name}", spec.crs, spec.res, (height, width)
+    )

@@ -110,8 +110,11 @@ class LandCoverMap:
             cls = rng.choice(idx, size=n, p=p)
             woods = SmoothField(rng, (8_000, 20_000), hotspot_xy)(pts[:, 0], pts[:, 1])
             needle = rng.random(n) < 0.6
-            cls = np.where(woods > 1.1, np.where(needle, CLASS_INDEX["coniferous_forest"],
-                                                 CLASS_INDEX["broadleaf_forest"]), cls)
+            cls = np.where(
+                woods > 1.1,
+                np.where(needle, CLASS_INDEX["coniferous_forest"], CLASS_INDEX["broadleaf_forest"]),
+                cls,
+            )
             self._tree = cKDTree(pts)
             self._cls = cls.astype(np.int8)
         elif landscape == "sections":
@@ -164,8 +167,11 @@ class LandCoverMap:
         t = -dx * sa + dy * ca
         centre = self.river_amp * np.sin(2 * math.pi * s / self.river_lambda + self.river_phase)
         off = np.abs(t - centre)
-        cls = np.where(off < 0.5 * self.river_w + self.riparian_w * (1 + 0.3 * wobble),
-                       CLASS_INDEX["broadleaf_forest"], cls)
+        cls = np.where(
+            off < 0.5 * self.river_w + self.riparian_w * (1 + 0.3 * wobble),
+            CLASS_INDEX["broadleaf_forest"],
+            cls,
+        )
         cls = np.where(off < 0.5 * self.river_w, CLASS_INDEX["water"], cls)
         # lake with a lobed shore
         lx, ly = x - self.lake[0], y - self.lake[1]

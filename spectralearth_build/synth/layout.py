@@ -146,8 +146,9 @@ class ProductSpec:
         c = np.asarray(self.centre_xy)
         half_l = 0.5 * self.length_px * PIXEL_M * along
         half_w = 0.5 * self.width_px * PIXEL_M * across
-        return np.stack([c - half_l - half_w, c - half_l + half_w, c + half_l + half_w,
-                         c + half_l - half_w])
+        return np.stack(
+            [c - half_l - half_w, c - half_l + half_w, c + half_l + half_w, c + half_l - half_w]
+        )
 
     def inside(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Bool mask: frame-CRS points inside the swath rectangle."""
@@ -189,25 +190,39 @@ def solar_position(lon: float, lat: float, t: datetime) -> tuple[float, float]:
     doy = t.timetuple().tm_yday
     hours = t.hour + t.minute / 60 + t.second / 3600
     g = 2 * math.pi / 365 * (doy - 1 + (hours - 12) / 24)
-    decl = (0.006918 - 0.399912 * math.cos(g) + 0.070257 * math.sin(g)
-            - 0.006758 * math.cos(2 * g) + 0.000907 * math.sin(2 * g))
-    eqtime = 229.18 * (0.000075 + 0.001868 * math.cos(g) - 0.032077 * math.sin(g)
-                       - 0.014615 * math.cos(2 * g) - 0.040849 * math.sin(2 * g))
+    decl = (
+        0.006918
+        - 0.399912 * math.cos(g)
+        + 0.070257 * math.sin(g)
+        - 0.006758 * math.cos(2 * g)
+        + 0.000907 * math.sin(2 * g)
+    )
+    eqtime = 229.18 * (
+        0.000075
+        + 0.001868 * math.cos(g)
+        - 0.032077 * math.sin(g)
+        - 0.014615 * math.cos(2 * g)
+        - 0.040849 * math.sin(2 * g)
+    )
     solar_min = hours * 60 + eqtime + 4 * lon
     ha = math.radians(solar_min / 4 - 180)
     phi = math.radians(lat)
     cos_zen = math.sin(phi) * math.sin(decl) + math.cos(phi) * math.cos(decl) * math.cos(ha)
     zen = math.acos(max(-1.0, min(1.0, cos_zen)))
-    az = math.degrees(math.atan2(
-        math.sin(ha), math.cos(ha) * math.sin(phi) - math.tan(decl) * math.cos(phi)
-    )) + 180.0
+    az = (
+        math.degrees(
+            math.atan2(math.sin(ha), math.cos(ha) * math.sin(phi) - math.tan(decl) * math.cos(phi))
+        )
+        + 180.0
+    )
     return 90.0 - math.degrees(zen), az % 360.0
 
 
 def track_heading(lat: float, ascending: bool) -> float:
     """True heading (deg) of a sun-synchronous ground track at latitude ``lat``."""
-    alpha = math.degrees(math.asin(abs(math.cos(math.radians(INCLINATION_DEG)))
-                                   / math.cos(math.radians(lat))))
+    alpha = math.degrees(
+        math.asin(abs(math.cos(math.radians(INCLINATION_DEG))) / math.cos(math.radians(lat)))
+    )
     return 360.0 - alpha if ascending else 180.0 + alpha
 
 
@@ -286,10 +301,8 @@ def plan_layout(params: SynthParams, seed: int) -> list[ProductSpec]:
     """The products of an archive (without broken ones), in index order."""
     rng = np.random.default_rng([seed, 1])
     specs: list[ProductSpec] = []
-    to_frame = {s: transformer("EPSG:4326", SITES[s].frame_crs)
-                for s in SITES}
-    to_lonlat = {s: transformer(SITES[s].frame_crs, "EPSG:4326")
-                 for s in SITES}
+    to_frame = {s: transformer("EPSG:4326", SITES[s].frame_crs) for s in SITES}
+    to_lonlat = {s: transformer(SITES[s].frame_crs, "EPSG:4326") for s in SITES}
     length_m = params.tile_px * PIXEL_M
     step_m = (params.tile_px - TILE_OVERLAP_LINES) * PIXEL_M
     for dt_index, dt in enumerate(_datatakes(params, rng)):
@@ -304,16 +317,30 @@ def plan_layout(params: SynthParams, seed: int) -> list[ProductSpec]:
             across = -across
         datatake_id = 12000 + 17 * dt_index
         for k in range(dt.n_tiles):
-            centre = (np.array([hx, hy]) + (dt.along * length_m + k * step_m) * along
-                      + dt.across * length_m * across)
+            centre = (
+                np.array([hx, hy])
+                + (dt.along * length_m + k * step_m) * along
+                + dt.across * length_m * across
+            )
             start = dt.start + timedelta(seconds=k * step_m / GROUND_SPEED_M_S)
             stop = start + timedelta(seconds=length_m / GROUND_SPEED_M_S)
             processing = (start + timedelta(days=1, hours=3)).replace(microsecond=0)
-            name = ProductName(datatake_id, start.replace(microsecond=0), k + 1,
-                               PROCESSOR_VERSION, processing)
+            name = ProductName(
+                datatake_id, start.replace(microsecond=0), k + 1, PROCESSOR_VERSION, processing
+            )
             spec = _make_spec(
-                len(specs), name, dt.site, dt.sky, dt.night, (float(centre[0]), float(centre[1])),
-                heading, params.tile_px, start, stop, dt.n_tiles, to_lonlat[dt.site],
+                len(specs),
+                name,
+                dt.site,
+                dt.sky,
+                dt.night,
+                (float(centre[0]), float(centre[1])),
+                heading,
+                params.tile_px,
+                start,
+                stop,
+                dt.n_tiles,
+                to_lonlat[dt.site],
                 margin_px=1 + params.tile_px // 250 + int(rng.integers(0, 2)),
             )
             specs.append(spec)
@@ -351,12 +378,24 @@ def _make_spec(
     margin_px: int,
 ) -> ProductSpec:
     proto = ProductSpec(
-        index=index, name=name, site=site, role="regular", sky=sky, night=night,
-        centre_xy=centre_xy, heading_deg=heading, start_time=start,
-        width_px=tile_px, length_px=tile_px,
-        stop_time=stop, number_of_tiles=n_tiles,
+        index=index,
+        name=name,
+        site=site,
+        role="regular",
+        sky=sky,
+        night=night,
+        centre_xy=centre_xy,
+        heading_deg=heading,
+        start_time=start,
+        width_px=tile_px,
+        length_px=tile_px,
+        stop_time=stop,
+        number_of_tiles=n_tiles,
         grid=PixelGrid("EPSG:4326", (1, 0, 0, 0, -1, 0), (1, 1)),
-        corners_lonlat=(), centre_lonlat=(0.0, 0.0), sun_elevation=0.0, sun_azimuth=0.0,
+        corners_lonlat=(),
+        centre_lonlat=(0.0, 0.0),
+        sun_elevation=0.0,
+        sun_azimuth=0.0,
     )
     fc = proto.frame_corners()
     lons, lats = to_lonlat.transform(fc[:, 0], fc[:, 1])
@@ -395,14 +434,33 @@ def broken_specs(specs: list[ProductSpec], params: SynthParams, seed: int) -> li
     for j, kind in enumerate(BROKEN_KINDS):
         start = (template.name.start_time + timedelta(days=200 + 9 * j)).replace(microsecond=0)
         stop = start + timedelta(seconds=tile_px * PIXEL_M / GROUND_SPEED_M_S)
-        name = ProductName(90000 + 11 * j, start, 1, PROCESSOR_VERSION,
-                           start + timedelta(days=1, hours=2))
-        spec = _make_spec(
-            len(specs) + j, name, "us", "clear", False, template.centre_xy, template.heading_deg,
-            tile_px, start, stop, 1, to_lonlat, margin_px=2,
+        name = ProductName(
+            90000 + 11 * j, start, 1, PROCESSOR_VERSION, start + timedelta(days=1, hours=2)
         )
-        out.append(replace(spec, role="broken", broken=kind, expected_status="invalid",
-                           expected_reason=BROKEN_KINDS[kind]))
+        spec = _make_spec(
+            len(specs) + j,
+            name,
+            "us",
+            "clear",
+            False,
+            template.centre_xy,
+            template.heading_deg,
+            tile_px,
+            start,
+            stop,
+            1,
+            to_lonlat,
+            margin_px=2,
+        )
+        out.append(
+            replace(
+                spec,
+                role="broken",
+                broken=kind,
+                expected_status="invalid",
+                expected_reason=BROKEN_KINDS[kind],
+            )
+        )
     return out
 
 
@@ -429,13 +487,21 @@ def coverage_stats(
         by_date[key] = by_date[key] | m if key in by_date else m
     count = np.sum(list(by_date.values()), axis=0)
     cell_km2 = step * step / 1e6
-    stats = [(k, round(float((count >= k).sum() * cell_km2), 3))
-             for k in range(1, int(count.max()) + 1)]
+    stats = [
+        (k, round(float((count >= k).sum() * cell_km2), 3)) for k in range(1, int(count.max()) + 1)
+    ]
     tr = transformer("EPSG:4326", SITES[site].frame_crs)
     hx, hy = tr.transform(*hotspot_lonlat(site, params))
     at_hotspot = sum(
-        bool(np.any([s.inside(np.array([hx]), np.array([hy]))[0] for s in usable
-                     if s.name.start_time.strftime("%Y%m%d") == key]))
+        bool(
+            np.any(
+                [
+                    s.inside(np.array([hx]), np.array([hy]))[0]
+                    for s in usable
+                    if s.name.start_time.strftime("%Y%m%d") == key
+                ]
+            )
+        )
         for key in by_date
     )
     return stats, at_hotspot

@@ -120,11 +120,14 @@ def class_spectra(wl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(base, delta)`` shaped ``(n_classes, n_bands)``: reflectance = base + G * delta."""
     base = np.stack([background(wl, c.base) for c in CLASSES])
     green = np.stack(
-        [green_canopy(wl, c.nir_plateau) if c.nir_plateau > 0 else background(wl, c.base)
-         for c in CLASSES]
+        [
+            green_canopy(wl, c.nir_plateau) if c.nir_plateau > 0 else background(wl, c.base)
+            for c in CLASSES
+        ]
     )
-    delta = np.where(np.array([c.water or c.phenology[3] == 0 for c in CLASSES])[:, None],
-                     0.0, green - base)
+    delta = np.where(
+        np.array([c.water or c.phenology[3] == 0 for c in CLASSES])[:, None], 0.0, green - base
+    )
     return base.astype(np.float32), delta.astype(np.float32)
 
 

@@ -41,8 +41,14 @@ NODATA_BANDS_1BASED = range(130, 136)
 """Bands (1-based, of the 224-band layout) that are all nodata in real products."""
 QUALITY_LAYERS = ("CLASSES", "CLOUD", "CLOUDSHADOW", "HAZE", "CIRRUS", "SNOW", "TESTFLAGS")
 _CLOUD_HEIGHT_M = 1500.0
-_GTIFF = {"driver": "GTiff", "compress": "deflate", "predictor": 2, "zlevel": 1,
-          "interleave": "band", "tiled": False}
+_GTIFF = {
+    "driver": "GTiff",
+    "compress": "deflate",
+    "predictor": 2,
+    "zlevel": 1,
+    "interleave": "band",
+    "tiled": False,
+}
 _BANDS_PER_WRITE = 16
 
 
@@ -63,7 +69,7 @@ class Delivery:
 
     def file_stem(self, spec: ProductSpec) -> str:
         stem = spec.name.stem
-        return stem[len(PREFIX):] if self.kind == "no-prefix" else stem
+        return stem[len(PREFIX) :] if self.kind == "no-prefix" else stem
 
     def image_suffix(self) -> str:
         return "SPECTRAL_IMAGE_COG" if self.kind == "cog" else "SPECTRAL_IMAGE"
@@ -157,8 +163,13 @@ class _Scene:
             self.cirrus = np.digitize(ci, [0.9, 1.4, 1.9]).astype(np.uint8)
         if spec.sky == "snow":
             sn = SmoothField(sky, (0.1 * swath_m, 0.5 * swath_m), lc.hotspot)(x, y)
-            open_land = np.isin(self.cls, [spectra.CLASS_INDEX[c] for c in
-                                           ("corn", "soybean", "grassland", "bare", "urban_low")])
+            open_land = np.isin(
+                self.cls,
+                [
+                    spectra.CLASS_INDEX[c]
+                    for c in ("corn", "soybean", "grassland", "bare", "urban_low")
+                ],
+            )
             snow = (sn > 0.2) & open_land
         n_cls = len(spectra.CLASSES)
         self.ext = np.where(cloud, n_cls, np.where(snow, n_cls + 1, self.cls)).astype(np.int8)
@@ -213,15 +224,17 @@ def _spectral_tables(wl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (base * atten).T.astype(np.float32), (delta * atten).T.astype(np.float32)
 
 
-def _iter_band_chunks(scene: _Scene, spec: ProductSpec, ctx: RenderContext, count: int
-                      ) -> Iterator[tuple[list[int], np.ndarray]]:
+def _iter_band_chunks(
+    scene: _Scene, spec: ProductSpec, ctx: RenderContext, count: int
+) -> Iterator[tuple[list[int], np.ndarray]]:
     """Yield ``(band numbers, int16 array (c, y, x))`` for bands 1..count, a few at a time."""
     wl = ctx.wavelengths
     base, delta = _spectral_tables(wl)
     haze_spec = spectra.haze(wl).astype(np.float32)
     sigma = spectra.noise_sigma(wl)
-    rng = np.random.default_rng([ctx.seed, 5, spec.content_of if spec.content_of is not None
-                                 else spec.index])
+    rng = np.random.default_rng(
+        [ctx.seed, 5, spec.content_of if spec.content_of is not None else spec.index]
+    )
     h, w = spec.grid.shape_yx
     cirrus = scene.cirrus.astype(np.float32) * np.float32(0.012)
     for b0 in range(0, count, _BANDS_PER_WRITE):
@@ -238,25 +251,48 @@ def _iter_band_chunks(scene: _Scene, spec: ProductSpec, ctx: RenderContext, coun
         yield numbers, out.reshape(j.size, h, w)
 
 
-def _write_image(path: Path, scene: _Scene, spec: ProductSpec, ctx: RenderContext,
-                 count: int, crs: str | None, cog: bool) -> None:
+def _write_image(
+    path: Path,
+    scene: _Scene,
+    spec: ProductSpec,
+    ctx: RenderContext,
+    count: int,
+    crs: str | None,
+    cog: bool,
+) -> None:
     h, w = spec.grid.shape_yx
-    profile = dict(_GTIFF, height=h, width=w, count=count, dtype="int16", nodata=NODATA,
-                   crs=crs, transform=rasterio.Affine(*spec.grid.transform))
+    profile = dict(
+        _GTIFF,
+        height=h,
+        width=w,
+        count=count,
+        dtype="int16",
+        nodata=NODATA,
+        crs=crs,
+        transform=rasterio.Affine(*spec.grid.transform),
+    )
     target = path.with_name(path.name + ".tmp.tif") if cog else path
     with rasterio.open(target, "w", **profile) as dst:
         for numbers, bands in _iter_band_chunks(scene, spec, ctx, count):
             dst.write(bands, numbers)
     if cog:
-        rasterio.shutil.copy(target, path, driver="COG", compress="DEFLATE", predictor=2,
-                             overviews="NONE")
+        rasterio.shutil.copy(
+            target, path, driver="COG", compress="DEFLATE", predictor=2, overviews="NONE"
+        )
         target.unlink()
 
 
 def _write_uint8(path: Path, data: np.ndarray, spec: ProductSpec, count: int = 1) -> None:
     h, w = data.shape
-    profile = dict(_GTIFF, height=h, width=w, count=count, dtype="uint8", crs=spec.grid.crs,
-                   transform=rasterio.Affine(*spec.grid.transform))
+    profile = dict(
+        _GTIFF,
+        height=h,
+        width=w,
+        count=count,
+        dtype="uint8",
+        crs=spec.grid.crs,
+        transform=rasterio.Affine(*spec.grid.transform),
+    )
     with rasterio.open(path, "w", **profile) as dst:
         block = np.broadcast_to(data, (min(count, _BANDS_PER_WRITE), h, w))
         for b0 in range(1, count + 1, _BANDS_PER_WRITE):
@@ -264,8 +300,9 @@ def _write_uint8(path: Path, data: np.ndarray, spec: ProductSpec, count: int = 1
             dst.write(np.ascontiguousarray(block[:n]), list(range(b0, b0 + n)))
 
 
-def product_metadata(spec: ProductSpec, ctx: RenderContext, covers: dict[str, float]
-                     ) -> ProductMetadata:
+def product_metadata(
+    spec: ProductSpec, ctx: RenderContext, covers: dict[str, float]
+) -> ProductMetadata:
     n = ctx.wavelengths.size
     return ProductMetadata(
         name=spec.name.stem,
@@ -299,8 +336,13 @@ class WrittenProduct:
     files: tuple[str, ...]
 
 
-def write_product(spec: ProductSpec, ctx: RenderContext, folder: Path, delivery: Delivery,
-                  copy_from: Path | None = None) -> WrittenProduct:
+def write_product(
+    spec: ProductSpec,
+    ctx: RenderContext,
+    folder: Path,
+    delivery: Delivery,
+    copy_from: Path | None = None,
+) -> WrittenProduct:
     """Write the product's files into ``folder`` (created), applying ``spec.broken`` damage.
 
     With ``copy_from`` (the folder of the product whose pixels this one shares) the rasters are
@@ -333,11 +375,20 @@ def write_product(spec: ProductSpec, ctx: RenderContext, folder: Path, delivery:
         _write_image(image, scene, spec, ctx, count, crs, cog=delivery.kind == "cog")
         for q in QUALITY_LAYERS:
             _write_uint8(folder / f"{stem}-QL_QUALITY_{q}.TIF", layers[q], spec)
-        _write_uint8(folder / f"{stem}-QL_PIXELMASK.TIF",
-                     np.zeros(spec.grid.shape_yx, np.uint8), spec, count=n)
+        _write_uint8(
+            folder / f"{stem}-QL_PIXELMASK.TIF",
+            np.zeros(spec.grid.shape_yx, np.uint8),
+            spec,
+            count=n,
+        )
     files = sorted([image.name, *raster_names, delivery.metadata_file(spec)])
-    xml = metadata_to_xml(product_metadata(spec, ctx, covers), spec.centre_lonlat, files,
-                          spec.grid.width, spec.grid.height)
+    xml = metadata_to_xml(
+        product_metadata(spec, ctx, covers),
+        spec.centre_lonlat,
+        files,
+        spec.grid.width,
+        spec.grid.height,
+    )
     if spec.broken == "malformed metadata":
         xml = xml[: len(xml) // 2]
     if spec.broken != "missing metadata":
@@ -352,8 +403,12 @@ def write_product(spec: ProductSpec, ctx: RenderContext, folder: Path, delivery:
 def _covers_from_files(folder: Path, stem: str, valid: np.ndarray) -> dict[str, float]:
     n = max(int(valid.sum()), 1)
     out = {}
-    for key, layer in (("cloud", "CLOUD"), ("haze", "HAZE"), ("cirrus", "CIRRUS"),
-                       ("snow", "SNOW")):
+    for key, layer in (
+        ("cloud", "CLOUD"),
+        ("haze", "HAZE"),
+        ("cirrus", "CIRRUS"),
+        ("snow", "SNOW"),
+    ):
         with rasterio.open(folder / f"{stem}-QL_QUALITY_{layer}.TIF") as src:
             out[key] = round(100.0 * float(np.count_nonzero(src.read(1)[valid])) / n, 2)
     return out
