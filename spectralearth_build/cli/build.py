@@ -18,6 +18,7 @@ from ..build import BuildReport, build_dataset
 from ..errors import InputError
 from .common import (
     config_option,
+    echo_products,
     load_config,
     quiet_option,
     show_progress,
@@ -39,13 +40,7 @@ def print_build_summary(report: BuildReport) -> None:
     """The closing summary: patches by timestamps, skipped products, drops, bytes, times."""
     prod = report.products
     if prod:
-        s = prod["by_status"]
-        click.echo(
-            f"products: {prod['products']} found, "
-            + ", ".join(f"{n} {k}" for k, n in s.items() if n or k == "ok")
-        )
-        for reason, n in prod["by_reason"].items():
-            click.echo(f"  {n:6d}  skipped: {reason}")
+        echo_products(prod, f"products: {prod['products']} found, ", "skipped: ")
     click.echo(
         f"patches: {report.patches} written ({report.views} views) of {report.planned_patches} "
         f"planned, in {report.units} work unit{'s' if report.units != 1 else ''}"

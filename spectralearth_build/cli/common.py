@@ -53,3 +53,11 @@ def user_errors(fn: F) -> F:
             raise click.ClickException(str(exc)) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def echo_products(summary: dict[str, Any], head: str, reason_prefix: str = "") -> None:
+    """Print a catalog summary: ``head`` then counts by status, then one line per reason."""
+    counts = ", ".join(f"{n} {k}" for k, n in summary["by_status"].items() if n or k == "ok")
+    click.echo(f"{head}{counts}")
+    for reason, n in summary["by_reason"].items():
+        click.echo(f"  {n:6d}  {reason_prefix}{reason}")

@@ -12,22 +12,13 @@ from ..catalog import scan, summarize, write_catalog
 from ..errors import InputError
 from .common import (
     config_option,
+    echo_products,
     load_config,
     quiet_option,
     show_progress,
     tiles_option,
     user_errors,
 )
-
-
-def print_catalog_summary(summary: dict) -> None:
-    s = summary["by_status"]
-    click.echo(
-        f"{summary['products']} products: "
-        + ", ".join(f"{n} {k}" for k, n in s.items() if n or k == "ok")
-    )
-    for reason, n in summary["by_reason"].items():
-        click.echo(f"  {n:6d}  {reason}")
 
 
 @click.command()
@@ -55,7 +46,7 @@ def scan_command(
         catalog = scan(tiles, config, progress=progress)
     write_catalog(catalog, out, config)
     summary = summarize(catalog)
-    print_catalog_summary(summary)
+    echo_products(summary, f"{summary['products']} products: ")
     click.echo(f"catalog written to {out}")
     if strict and summary["by_status"]["invalid"]:
         sys.exit(1)
