@@ -29,13 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
-import numpy as np
 import pandas as pd
 import shapely
-from pyproj import Transformer
 from shapely.geometry import Polygon
 
 from .config import BuildConfig
+from .crs import LONLAT, reproject
 from .enmap.discovery import Container, DiscoveryProblem, ProductSource, discover_products
 from .enmap.naming import ProductName
 from .enmap.product import EnmapProduct, ProductError
@@ -64,9 +63,7 @@ def source_from_json(text: str) -> ProductSource:
 
 def footprint_to_lonlat(footprint: Polygon, crs: str, segment_m: float = 1000.0) -> Polygon:
     """Reproject a footprint to EPSG:4326 (densified so that long edges follow the projection)."""
-    t = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-    dense = shapely.segmentize(footprint, segment_m)
-    return shapely.transform(dense, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
+    return reproject(footprint, crs, LONLAT, segment_m)
 
 
 def _empty_row(source_id: str, location: str) -> dict[str, Any]:

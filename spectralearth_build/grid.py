@@ -31,6 +31,10 @@ class Window:
             slice(self.col_off, self.col_off + self.width),
         )
 
+    def to_list(self) -> list[int]:
+        """``[row_off, col_off, height, width]``, the order used in plan and view tables."""
+        return [self.row_off, self.col_off, self.height, self.width]
+
     def to_dict(self) -> dict[str, int]:
         return {
             "row_off": self.row_off,

@@ -89,10 +89,7 @@ def patches_to_frame(patches: list[PlannedPatch]) -> Any:
                 "component": p.component,
                 "tile_ids": [v.tile_id for v in p.views],
                 "times": [pd.Timestamp(v.start_time) for v in p.views],
-                "windows": [
-                    [v.window.row_off, v.window.col_off, v.window.height, v.window.width]
-                    for v in p.views
-                ],
+                "windows": [v.window.to_list() for v in p.views],
                 "resampled": [v.resampled for v in p.views],
                 "footprint_native": shapely.to_wkb(fp),
                 "geometry": footprint_to_lonlat(fp, p.grid.crs, segment_m=1e9),

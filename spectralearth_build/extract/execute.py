@@ -49,10 +49,6 @@ class _Kept:
     record: dict[str, Any]
 
 
-def _window_list(w: Window) -> list[int]:
-    return [w.row_off, w.col_off, w.height, w.width]
-
-
 def run_unit(
     unit: WorkUnit, reader: TileReader, ctx: UnitContext, arr: Any = None
 ) -> dict[str, Any]:
@@ -244,7 +240,7 @@ def _extract_tile(
             "datatake": info.datatake,
             "tile": info.tile,
             "processor_version": info.processor_version,
-            "window": _window_list(view.window),
+            "window": view.window.to_list(),
             "resampled": bool(view.resampled),
             "cloud_fraction": cloud,
             "snow_fraction": snow,

@@ -67,8 +67,7 @@ def _patch_dict(p: PlannedPatch) -> dict[str, Any]:
         "id": p.patch_id,
         "grid": p.grid.to_dict(),
         "views": [
-            [v.tile_id, v.start_time.isoformat(), list(v.window.to_dict().values()), v.resampled]
-            for v in p.views
+            [v.tile_id, v.start_time.isoformat(), v.window.to_list(), v.resampled] for v in p.views
         ],
     }
 

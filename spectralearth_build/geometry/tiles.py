@@ -19,17 +19,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import lru_cache
 
 import numpy as np
 import shapely
-from pyproj import Transformer
 from shapely.geometry.base import BaseGeometry
 
 from ..config import PlanConfig
+from ..crs import LONLAT, reproject, transformer
 from ..records import TileRecord
 
-LONLAT = "EPSG:4326"
 DENSIFY_M = 300.0
 """Segment length (metres) used when reprojecting footprints between CRSs."""
 LONLAT_PAD_DEG = 1e-3
@@ -38,21 +36,6 @@ LONLAT_PAD_DEG = 1e-3
 
 class PlanningError(ValueError):
     """The tile records or the plan config cannot be planned (the message says which tile/key)."""
-
-
-@lru_cache(maxsize=256)
-def transformer(src: str, dst: str) -> Transformer:
-    return Transformer.from_crs(src, dst, always_xy=True)
-
-
-def reproject(geom: BaseGeometry | np.ndarray, src: str, dst: str, segment_m: float | None = None):
-    """Reproject geometries (densified to ``segment_m`` first when given)."""
-    if src == dst:
-        return geom
-    t = transformer(src, dst)
-    if segment_m is not None:
-        geom = shapely.segmentize(geom, segment_m)
-    return shapely.transform(geom, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
 
 
 @dataclass(frozen=True)

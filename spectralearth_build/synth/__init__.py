@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from ..crs import transformer
 from ..grid import PixelGrid
 from .labels import LABEL_SPECS, LabelRaster, write_label
 from .landcover import LandCoverMap
@@ -46,7 +47,6 @@ from .layout import (
     coverage_stats,
     hotspot_lonlat,
     plan_layout,
-    transformer,
 )
 from .presets import PRESETS, SynthError, SynthParams, resolve_params
 from .writer import Delivery, RenderContext, WrittenProduct, temp_folder, write_product

@@ -23,11 +23,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from functools import lru_cache
 
 import numpy as np
 from pyproj import Transformer
 
+from ..crs import transformer
 from ..enmap.naming import ProductName
 from ..grid import PixelGrid
 from .presets import SynthParams
@@ -171,12 +171,6 @@ BROKEN_KINDS: dict[str, str] = {
     "zero-byte zip": "unreadable archive",
 }
 """Broken product kinds and the catalog ``reason`` each must get (status ``invalid``)."""
-
-
-@lru_cache(maxsize=64)
-def transformer(src: str, dst: str) -> Transformer:
-    """A cached ``always_xy`` transformer (creating one costs tens of milliseconds)."""
-    return Transformer.from_crs(src, dst, always_xy=True)
 
 
 def utm_epsg(lon: float, lat: float) -> int:

@@ -29,11 +29,12 @@ import rasterio
 import rasterio.shutil
 
 from ..bands import reference_bands
+from ..crs import transformer
 from ..enmap.metadata import ProductMetadata, metadata_to_xml
 from ..enmap.naming import PREFIX
 from . import spectra
 from .landcover import LandCoverMap, SmoothField
-from .layout import PIXEL_M, SITES, ProductSpec, transformer
+from .layout import PIXEL_M, SITES, ProductSpec
 from .presets import SynthParams
 
 NODATA = -32768
