@@ -354,7 +354,8 @@ def finalize(
     views["resampled"] = views["resampled"].astype(bool)
     views = views[list(VIEW_COLUMNS)]
 
-    frame = patches_to_frame([p for p in patches if p.patch_id in set(locs["patch_id"])])
+    stored = set(locs["patch_id"].tolist())
+    frame = patches_to_frame([p for p in patches if p.patch_id in stored])
     frame = frame.drop(columns=["n_views", "tile_ids", "times", "windows", "resampled"])
     index = frame.merge(locs, on="patch_id", how="inner").sort_values("patch_id", kind="stable")
     starts = np.concatenate([[0], np.cumsum(index["n_views"].to_numpy())[:-1]]).astype(np.int64)
