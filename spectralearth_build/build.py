@@ -26,8 +26,7 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .cluster import client_map, dask_client
 from .config import BuildConfig, ConfigError
 from .errors import InputError
 from .extract import store as st
@@ -151,56 +151,6 @@ def _check_or_write_manifest(out: Path, manifest: dict[str, Any], resume: bool) 
         raise InputError(f"--out {out}: folder exists and is not a dataset build; choose a new one")
     st.atomic_write_text(path, json.dumps(manifest, sort_keys=True, indent=1))
     return False
-
-
-# -- client ---------------------------------------------------------------------------------
-@contextmanager
-def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Any]:
-    """A ``distributed.Client`` for the build (None for ``workers=0``: run in this process).
-
-    On ``scheduler`` (an address or a scheduler file) if given, else on a LocalCluster of
-    ``workers`` single-threaded processes (default: one per core).
-    """
-    if scheduler is None and workers == 0:
-        yield None
-        return
-    from distributed import Client, LocalCluster
-
-    if scheduler is not None:
-        kw = {"scheduler_file": scheduler} if Path(scheduler).is_file() else {"address": scheduler}
-        with Client(**kw, set_as_default=False) as client:  # type: ignore[arg-type]
-            yield client
-        return
-    n = workers or _cores()
-    with (
-        LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
-        yield client
-
-
-def client_map(client: Any) -> Callable[..., Iterator[Any]] | None:
-    """A ``map`` over a Dask client, results in input order (for :func:`catalog.scan`)."""
-    if client is None:
-        return None
-
-    def mapper(fn: Callable[[Any], Any], items: Any) -> Iterator[Any]:
-        futures = client.map(fn, list(items), pure=False)
-        try:
-            for fut in futures:
-                yield fut.result()
-        finally:
-            client.cancel([f for f in futures if not f.done()])
-
-    return mapper
-
-
-def _cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 # -- extraction stage -----------------------------------------------------------------------

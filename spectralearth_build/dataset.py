@@ -107,6 +107,26 @@ class Dataset:
             "patch_id": int(row["patch_id"]),
         }
 
+    def n_views_at(self, i: int) -> int:
+        """Number of timestamps stored for location ``i``."""
+        return int(self._n[int(i) % len(self)])
+
+    def read_views(self, i: int, ts: Any) -> np.ndarray:
+        """int16 ``(len(ts), C, P, P)``: timestamps ``ts`` (0-based, time order) of location ``i``.
+
+        Reads only the requested views; ``ts`` may repeat an index (a view used twice).
+        """
+        n_loc = len(self)
+        if not -n_loc <= i < n_loc:
+            raise IndexError(f"location {i} out of range for {n_loc} locations")
+        i = int(i) % n_loc
+        ts = [int(t) for t in ts]
+        n = int(self._n[i])
+        if any(not 0 <= t < n for t in ts):
+            raise IndexError(f"location {i} has {n} timestamps, asked for {ts}")
+        slot = int(self._slots[i])
+        return np.stack([np.asarray(self.images[slot, t]) for t in ts])
+
     def __iter__(self) -> Any:
         for i in range(len(self)):
             yield self[i]

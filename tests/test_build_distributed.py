@@ -135,7 +135,7 @@ def test_build_on_an_existing_cluster_equals_the_local_build(cluster, tmp_path_f
     # the same cluster by address instead of scheduler file
     import json
 
-    from spectralearth_build.build import dask_client
+    from spectralearth_build.cluster import dask_client
 
     address = json.loads(Path(cluster).read_text())["address"]
     with dask_client(scheduler=address) as client:
