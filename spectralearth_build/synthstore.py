@@ -12,8 +12,9 @@ configured band selection: 202 bands by default): per location a smooth spectrum
 brightness change, per pixel a smooth spatial pattern and sensor-like noise, int16 reflectance
 x 10000 in 0..10000, so codecs see data of the character of real reflectance.  Locations sit
 on a regular grid of patches in UTM zone 32N; their longitude/latitude footprints come from
-Snyder's inverse UTM series (no pyproj; accurate to well under a metre here).  Every location has its own random generator (seeded by
-``seed`` and its id), so the store does not depend on the shard size.
+Snyder's inverse UTM series (no pyproj; accurate to well under a metre here).  Every location
+has its own random generator (seeded by ``seed`` and its id), so the store does not depend on
+the shard size.
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ def synthetic_views(
 ) -> np.ndarray:
     """int16 ``(n_views, C, P, P)`` of one location: random-walk spectra over ``wavelengths``."""
     c = wavelengths.size
-    steps = rng.normal(0.0, 1.0, c) * np.sqrt(np.abs(np.diff(wavelengths, prepend=wavelengths[0])) + 1.0)
+    spacing = np.abs(np.diff(wavelengths, prepend=wavelengths[0]))  # nm; VNIR/SWIR overlap
+    steps = rng.normal(0.0, 1.0, c) * np.sqrt(spacing + 1.0)
     base = 1500.0 + 900.0 * rng.random() + 60.0 * np.cumsum(steps)
     base = np.clip(base, 100.0, 8000.0).astype(np.float32)
     # a smooth spatial pattern: a coarse random field upsampled to the patch
