@@ -62,7 +62,17 @@ def run_build(checkout: Path, tiles: Path, out: Path, config: dict) -> None:
         f"BuildConfig.from_dict(json.loads({json.dumps(config)!r})), workers=0)"
     )
     env = {**os.environ, "PYTHONPATH": str(checkout)}
-    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    # cwd too: ``python -c`` puts the working directory first on sys.path
+    subprocess.run([sys.executable, "-c", code], env=env, cwd=checkout, check=True)
+    version = subprocess.run(
+        [sys.executable, "-c", "import spectralearth_build as s; print(s.__file__)"],
+        env=env,
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert version.startswith(str(checkout)), f"{version} is not from {checkout}"
 
 
 def git_head(checkout: Path) -> str:
@@ -125,6 +135,7 @@ def main() -> None:
     ap.add_argument("--base", type=Path, required=True, help="checkout of the earlier commit")
     ap.add_argument("--work", type=Path, default=Path("/tmp/seb-compare"))
     ap.add_argument("--compressor", default="blosc-zstd", help="pinned in both builds")
+    ap.add_argument("--base-format-version", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "compare_with_base.json")
     args = ap.parse_args()
     from spectralearth_build.synth import make_archive
@@ -139,6 +150,10 @@ def main() -> None:
         run_build(args.base, tiles, args.work / case / "base", config)
         run_build(HERE, tiles, args.work / case / "new", config)
         res = compare(args.work / case / "base", args.work / case / "new")
+        res["format_version matches the checkouts"] = res["format_version"] == {
+            "base": args.base_format_version,
+            "new": 2,
+        }
         res["config"] = config
         res["archive"] = synth
         checks = [v for v in res.values() if isinstance(v, bool)]
