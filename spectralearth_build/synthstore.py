@@ -180,6 +180,8 @@ def write_synthetic_store(
     n_bands = int(kept.size)
     ex = config.extract
     k = st.locations_per_shard(ex, max_views, n_bands, patch_px)
+    if ex.locations_per_shard == 0:  # no shard larger than the store needs
+        k = min(k, 1 << (n_locations - 1).bit_length())
     n_slots = -(-n_locations // k) * k
     layout = fmt.StoreLayout.for_store(
         n_slots, max_views, n_bands, patch_px, k, ex.compressor, ex.compression_level

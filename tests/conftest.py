@@ -72,17 +72,18 @@ def run_build(tiny_archive: Path, config_file: Path):  # noqa: ANN201
     """``run_build(*args)``: ``build-dataset`` through click's CliRunner.
 
     ``--tiles`` (the tiny archive), ``--config`` (:data:`BUILD_CONFIG`) and ``--workers 0`` are
-    added unless given (``--workers`` also not with ``--scheduler``); returns click's Result.
+    added unless given (``--workers`` also not with ``--scheduler``, nor with ``workers=None``:
+    the default, one worker per core); returns click's Result.
     """
     from click.testing import CliRunner
 
     from spectralearth_build.cli.build import build_command
 
-    def run(*args: object):  # noqa: ANN202
+    def run(*args: object, workers: int | None = 0):  # noqa: ANN202
         argv = [str(a) for a in args]
-        defaults = {"--tiles": tiny_archive, "--config": config_file, "--workers": 0}
+        defaults = {"--tiles": tiny_archive, "--config": config_file, "--workers": workers}
         for flag, value in defaults.items():
-            if flag in argv or (flag == "--workers" and "--scheduler" in argv):
+            if flag in argv or value is None or (flag == "--workers" and "--scheduler" in argv):
                 continue
             argv += [flag, str(value)]
         return CliRunner().invoke(build_command, argv)

@@ -24,9 +24,9 @@ from spectralearth_build.catalog import read_catalog, source_from_json
 from spectralearth_build.config import BuildConfig
 
 
-def test_cli_build_on_one_worker_matches_source_pixels(run_build, reference, tmp_path):
+def test_cli_build_on_default_workers_matches_source_pixels(run_build, reference, tmp_path):
     out = tmp_path / "out"
-    res = run_build("--out", out, "--workers", 1)
+    res = run_build("--out", out, workers=None)  # a LocalCluster of one worker per core
     assert res.exit_code == 0, res.output  # the archive has no broken products
     assert "patches:" in res.output and "written:" in res.output and "time:" in res.output
     ds = open_dataset(out)
@@ -79,15 +79,9 @@ def test_cli_build_on_one_worker_matches_source_pixels(run_build, reference, tmp
             np.testing.assert_array_equal(item["image"][t], src)
             checked += 1
     assert checked >= len(ds) and resampled >= 1
+    # 0 workers (the reference) == one per core (here) == 1 worker of a remote cluster
+    # (test_build_distributed.py)
     assert_same_dataset(out, reference)
-
-
-def test_default_workers_give_the_dataset_of_zero_and_one(
-    tiny_archive, config_file, reference, tmp_path
-):
-    # 0 workers (the reference) == one worker per core here == 1 worker (the CLI test above)
-    build_dataset(tiny_archive, tmp_path / "w", BuildConfig.from_yaml(config_file))
-    assert_same_dataset(tmp_path / "w", reference)
 
 
 def test_killed_build_resumes_to_the_same_dataset(
@@ -157,7 +151,10 @@ def test_invalid_products_are_reported_with_a_distinct_exit_status(
     assert "invalid products skipped" in res.output
     assert image.name.split("-SPECTRAL")[0] in res.output
     assert (tmp_path / "a" / "_COMPLETE").exists()
-    res = run_build(*args, "--out", tmp_path / "b", "--allow-invalid")
+    # a rerun of the complete build reports the same, and --allow-invalid accepts it
+    res = run_build(*args, "--out", tmp_path / "a")
+    assert res.exit_code == EXIT_INVALID_PRODUCTS, res.output
+    res = run_build(*args, "--out", tmp_path / "a", "--allow-invalid")
     assert res.exit_code == 0, res.output
 
 

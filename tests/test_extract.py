@@ -93,6 +93,9 @@ def grid_in_other_zone(src: PixelGrid, row: int, col: int, crs: str) -> PixelGri
 
 
 def config(**extract) -> BuildConfig:
+    # small shards unless asked otherwise: auto-sized shards of 16-px patches hold hundreds of
+    # mostly empty slots (the corrupt-tile test keeps the automatic size)
+    extract = {"locations_per_shard": 4, **extract}
     return BuildConfig().replace(plan={"patch_px": P}, extract=extract)
 
 
@@ -268,7 +271,8 @@ def test_resampled_window_cuts_covering_region_exactly():
 def test_corrupt_tile_is_reported_and_the_rest_is_built(tmp_path, scene):
     tiles, patches = scene
     tiles["T1"].fail = "TIFFReadEncodedStrip() failed"
-    report = extract_dataset(tmp_path / "out", patches, MemoryReader(tiles), config())
+    cfg = config(locations_per_shard=0)
+    report = extract_dataset(tmp_path / "out", patches, MemoryReader(tiles), cfg)
     assert [p["product"] for p in report.invalid_products] == ["T1"]
     n_t1 = sum("T1" in p.tile_ids for p in patches)
     assert report.dropped_views == {pixels.READ_FAILED_REASON: n_t1}

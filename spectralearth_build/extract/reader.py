@@ -13,12 +13,15 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from ..formats import NODATA
 from ..grid import PixelGrid, Window
+
+if TYPE_CHECKING:
+    from ..enmap.discovery import ProductSource
 
 __all__ = ["NODATA", "QUALITY_FLAGS", "TileInfo", "TileReader", "EnmapReader", "MemoryReader"]
 
@@ -58,7 +61,9 @@ class TileReader(Protocol):
 class EnmapReader:
     """Reads EnMAP L2A products from their :class:`ProductSource` (folders, ZIPs, tar.gz)."""
 
-    def __init__(self, sources: dict[str, Any], grids: dict[str, PixelGrid] | None = None):
+    def __init__(
+        self, sources: dict[str, ProductSource], grids: dict[str, PixelGrid] | None = None
+    ):
         self.sources = dict(sources)
         self._grids = dict(grids or {})
         self.reads: Counter[tuple[str, str]] = Counter()
