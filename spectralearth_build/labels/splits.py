@@ -1,0 +1,168 @@
+"""Train/val/test splits of a task: ``random`` per location and leak-free ``spatial``.
+
+``random``: a seeded permutation of the task's locations cut at 0.75 / 0.10 (/ 0.15), as
+SpectralEarth splits its downstream sets (which lets neighbouring and overlapping locations
+and one source tile fall into train and test).
+
+``spatial``: no source product and no spatial block contributes to two splits.
+
+1. Blocks are square cells of ``block_m`` metres of an equal-area grid (EPSG:6933) holding
+   the location centres.  Blocks are assigned to splits greedily, largest first (ties in a
+   seeded order): each goes to the split least filled so far (locations / target), plus a
+   penalty for moving the split's class distribution away from the whole task's.
+2. A location's tentative split is its block's; each source product goes to the split
+   holding most of its locations (ties to the earlier split).
+3. A location is kept only if every product it was cut from is in its block's split; the
+   others are left out of every split (-1, counted as ``dropped``).  So each kept location's
+   block and products belong to its split alone: no leak by construction, and the test
+   checks it.
+
+Everything here is numpy on plain arrays: the caller provides centres, products and class
+histograms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Split settings: fractions (train, val, test), seed, block size (m), balance weight."""
+
+    fractions: tuple[float, float, float] = (0.75, 0.10, 0.15)
+    seed: int = 0
+    block_m: float = 20_000.0
+    balance_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if len(self.fractions) != 3 or any(f < 0 for f in self.fractions):
+            raise ValueError(f"fractions must be three non-negative numbers: {self.fractions}")
+        if abs(sum(self.fractions) - 1.0) > 1e-6:
+            raise ValueError(f"fractions must sum to 1: {self.fractions}")
+        if self.block_m <= 0:
+            raise ValueError(f"block_m must be positive: {self.block_m}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fractions": list(self.fractions),
+            "seed": self.seed,
+            "block_m": self.block_m,
+            "balance_weight": self.balance_weight,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SplitConfig:
+        return cls(
+            tuple(float(v) for v in d["fractions"]),  # type: ignore[arg-type]
+            int(d["seed"]),
+            float(d["block_m"]),
+            float(d["balance_weight"]),
+        )
+
+
+def random_split(n: int, config: SplitConfig) -> np.ndarray:
+    """int8 ``(n,)`` split codes (0 train, 1 val, 2 test) of a seeded permutation."""
+    order = np.random.default_rng(config.seed).permutation(n)
+    f = config.fractions
+    n_train = int(round(f[0] * n))
+    n_val = int(round(f[1] * n))
+    codes = np.full(n, 2, dtype=np.int8)
+    codes[order[:n_train]] = 0
+    codes[order[n_train : n_train + n_val]] = 1
+    return codes
+
+
+def block_ids(x: np.ndarray, y: np.ndarray, block_m: float) -> np.ndarray:
+    """int64 ``(n,)``: a dense block number per point (cells of ``block_m`` metres)."""
+    bx = np.floor(np.asarray(x) / block_m).astype(np.int64)
+    by = np.floor(np.asarray(y) / block_m).astype(np.int64)
+    _, inv = np.unique(np.column_stack([bx, by]), axis=0, return_inverse=True)
+    return np.asarray(inv, dtype=np.int64).ravel()
+
+
+def _distribution(h: np.ndarray) -> np.ndarray:
+    s = h.sum()
+    return h / s if s > 0 else h
+
+
+def assign_blocks(blocks: np.ndarray, hist: np.ndarray, config: SplitConfig) -> np.ndarray:
+    """int8 ``(n_blocks,)``: split of each block (greedy fill with class balance)."""
+    n_blocks = int(blocks.max()) + 1 if len(blocks) else 0
+    sizes = np.bincount(blocks, minlength=n_blocks).astype(np.float64)
+    block_hist = np.zeros((n_blocks, hist.shape[1]))
+    np.add.at(block_hist, blocks, hist)
+    whole = _distribution(block_hist.sum(axis=0))
+    target = np.asarray(config.fractions) * sizes.sum()
+    rng = np.random.default_rng(config.seed)
+    tie = rng.permutation(n_blocks)
+    order = np.lexsort((tie, -sizes))
+    filled = np.zeros(3)
+    split_hist = np.zeros((3, hist.shape[1]))
+    out = np.zeros(n_blocks, dtype=np.int8)
+    for b in order:
+        best, best_cost = 0, np.inf
+        for s in range(3):
+            if target[s] <= 0:
+                continue
+            fill = filled[s] / target[s]
+            drift = np.abs(_distribution(split_hist[s] + block_hist[b]) - whole).sum()
+            cost = fill + config.balance_weight * drift * min(1.0, fill)
+            if cost < best_cost:
+                best, best_cost = s, cost
+        out[b] = best
+        filled[best] += sizes[b]
+        split_hist[best] += block_hist[b]
+    return out
+
+
+def spatial_split(
+    x: np.ndarray,
+    y: np.ndarray,
+    products: list[list[str]],
+    hist: np.ndarray,
+    config: SplitConfig,
+) -> np.ndarray:
+    """int8 ``(n,)`` split codes, -1 for locations left out to keep splits leak-free.
+
+    Args:
+        x: location centres (easting, metres of an equal-area CRS), ``(n,)``.
+        y: location centres (northing), ``(n,)``.
+        products: source products of each location (its views).
+        hist: ``(n, n_classes)`` class histogram per location (zeros: no balancing).
+        config: fractions, seed, block size.
+    """
+    n = len(x)
+    if n == 0:
+        return np.zeros(0, dtype=np.int8)
+    blocks = block_ids(x, y, config.block_m)
+    tentative = assign_blocks(blocks, np.asarray(hist, dtype=np.float64), config)[blocks]
+    votes: dict[str, np.ndarray] = {}
+    for i, prods in enumerate(products):
+        for p in prods:
+            votes.setdefault(p, np.zeros(3, dtype=np.int64))[tentative[i]] += 1
+    product_split = {p: int(np.argmax(v)) for p, v in votes.items()}
+    codes = tentative.astype(np.int8).copy()
+    for i, prods in enumerate(products):
+        if any(product_split[p] != tentative[i] for p in prods):
+            codes[i] = -1
+    return codes
+
+
+def leaks(codes: np.ndarray, groups: list[list[Any]]) -> dict[Any, set[int]]:
+    """Groups (products, blocks) that appear in more than one split: ``group -> splits``.
+
+    ``groups[i]`` lists the groups of location ``i``; locations with code -1 are ignored.
+    """
+    seen: dict[Any, set[int]] = {}
+    for c, gs in zip(codes, groups):
+        if c < 0:
+            continue
+        for g in gs:
+            seen.setdefault(g, set()).add(int(c))
+    return {g: s for g, s in seen.items() if len(s) > 1}
