@@ -103,7 +103,7 @@ def print_label_summary(report: Any) -> None:
 @click.option(
     "--block-km",
     type=click.FloatRange(min=0.001),
-    default=20.0,
+    default=50.0,
     show_default=True,
     help="Block size of the spatial splits.",
 )

@@ -37,7 +37,7 @@ class SplitConfig:
 
     fractions: tuple[float, float, float] = (0.75, 0.10, 0.15)
     seed: int = 0
-    block_m: float = 20_000.0
+    block_m: float = 50_000.0
     balance_weight: float = 1.0
 
     def __post_init__(self) -> None:
@@ -91,14 +91,24 @@ def _distribution(h: np.ndarray) -> np.ndarray:
     return h / s if s > 0 else h
 
 
-def assign_blocks(blocks: np.ndarray, hist: np.ndarray, config: SplitConfig) -> np.ndarray:
-    """int8 ``(n_blocks,)``: split of each block (greedy fill with class balance)."""
+def assign_blocks(
+    blocks: np.ndarray,
+    hist: np.ndarray,
+    config: SplitConfig,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """Split of each block, int8 ``(n_blocks,)`` (greedy fill with class balance).
+
+    ``weights`` scale the target of each split (see :func:`spatial_split`).
+    """
     n_blocks = int(blocks.max()) + 1 if len(blocks) else 0
     sizes = np.bincount(blocks, minlength=n_blocks).astype(np.float64)
     block_hist = np.zeros((n_blocks, hist.shape[1]))
     np.add.at(block_hist, blocks, hist)
     whole = _distribution(block_hist.sum(axis=0))
     target = np.asarray(config.fractions) * sizes.sum()
+    if weights is not None:
+        target = target * weights
     rng = np.random.default_rng(config.seed)
     tie = rng.permutation(n_blocks)
     order = np.lexsort((tie, -sizes))
@@ -141,16 +151,48 @@ def spatial_split(
     if n == 0:
         return np.zeros(0, dtype=np.int8)
     blocks = block_ids(x, y, config.block_m)
-    tentative = assign_blocks(blocks, np.asarray(hist, dtype=np.float64), config)[blocks]
-    votes: dict[str, np.ndarray] = {}
-    for i, prods in enumerate(products):
-        for p in prods:
-            votes.setdefault(p, np.zeros(3, dtype=np.int64))[tentative[i]] += 1
-    product_split = {p: int(np.argmax(v)) for p, v in votes.items()}
-    codes = tentative.astype(np.int8).copy()
-    for i, prods in enumerate(products):
-        if any(product_split[p] != tentative[i] for p in prods):
-            codes[i] = -1
+    hist = np.asarray(hist, dtype=np.float64)
+    names = sorted({p for ps in products for p in ps})
+    pid = {p: k for k, p in enumerate(names)}
+    loc_of = np.repeat(np.arange(n), [len(ps) for ps in products])
+    prod_of = np.fromiter((pid[p] for ps in products for p in ps), np.int64, len(loc_of))
+    frac = np.asarray(config.fractions)
+    weights = np.ones(3)
+    best: np.ndarray | None = None
+    best_err = np.inf
+    for _ in range(ROUNDS):
+        codes = _keep_consistent(
+            assign_blocks(blocks, hist, config, weights)[blocks], loc_of, prod_of, len(names)
+        )
+        kept = np.bincount(codes[codes >= 0], minlength=3).astype(np.float64)
+        if kept.sum() == 0:
+            break
+        err = np.abs(kept / kept.sum() - frac).max()
+        if err < best_err:
+            best, best_err = codes, err
+        # splits that lost more locations at their borders get a larger target next round
+        weights = np.where(
+            kept > 0, weights * (frac * kept.sum() / np.maximum(kept, 1)), 2 * weights
+        )
+        weights = np.clip(weights / weights.mean(), 0.2, 5.0)
+    return best if best is not None else codes
+
+
+ROUNDS = 6
+"""Rounds of block assignment that correct split targets for the locations left out."""
+
+
+def _keep_consistent(
+    tentative: np.ndarray, loc_of: np.ndarray, prod_of: np.ndarray, n_products: int
+) -> np.ndarray:
+    """Each product to the split of most of its locations; drop locations that disagree."""
+    votes = np.zeros((n_products, 3), dtype=np.int64)
+    np.add.at(votes, (prod_of, tentative[loc_of]), 1)
+    product_split = np.argmax(votes, axis=1)
+    bad = np.zeros(len(tentative), dtype=bool)
+    bad[loc_of[product_split[prod_of] != tentative[loc_of]]] = True
+    codes = tentative.astype(np.int8)
+    codes[bad] = -1
     return codes
 
 
