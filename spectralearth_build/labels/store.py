@@ -100,6 +100,7 @@ def run_label_unit(unit: LabelUnit) -> dict[str, Any]:
 
     A unit whose marker exists is not redone (its marker is returned).
     """
+    import rasterio
     import zarr
 
     from .pairing import WindowReader, pair_location
@@ -115,7 +116,8 @@ def run_label_unit(unit: LabelUnit) -> dict[str, Any]:
     codes: list[list[int]] = []
     counts: list[list[int]] = []
     t0 = time.perf_counter()
-    with WindowReader(unit.source) as reader:
+    # one GDAL environment for the unit, so tiles stay in GDAL's block cache between locations
+    with rasterio.Env(), WindowReader(unit.source) as reader:
         for k, grid in enumerate(unit.grids):
             res = pair_location(grid, reader, unit.kind, unit.resampling)
             statuses.append(res.status)
