@@ -347,3 +347,26 @@ def test_cli_labels_on_dask_same_result_and_resumes(archive, labelled, tmp_path)
     res = CliRunner().invoke(main, ["labels", "--dataset", str(out), "--labels", "x=nowhere.tif"])
     assert res.exit_code == 1 and "no such file" in res.output
     shutil.rmtree(out)
+
+
+def test_build_dataset_with_labels(archive, labelled, tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from spectralearth_build.cli.build import build_command
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(CONFIG))
+    out = tmp_path / "out"
+    args = ["--tiles", str(archive.out), "--out", str(out), "--config", str(cfg)]
+    args += ["--workers", "0", "--labels", f"corine={archive.label('corine')}"]
+    res = CliRunner().invoke(build_command, args)
+    assert res.exit_code == 0, res.output
+    assert "label corine: 22 of 40 locations labelled" in res.output
+    assert "no label: 18 outside" in res.output
+    np.testing.assert_array_equal(
+        open_dataset(out).labels.array("corine")[:],
+        open_dataset(labelled).labels.array("corine")[:],
+    )
+    res = CliRunner().invoke(build_command, [*args[:-2], "--labels", "cdl=/no/such.tif"])
+    assert res.exit_code == 1 and "no such file" in res.output
