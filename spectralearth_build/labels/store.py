@@ -266,6 +266,8 @@ def pair_labels(
         PixelGrid(str(r.crs), tuple(r.transform), (int(r.height), int(r.width)))
         for r in locs.itertuples(index=False)
     )
+    if specs and not len(locs):
+        raise InputError(f"{out}: the dataset has no locations to label")
     p = int(locs["height"].max()) if len(locs) else 0
     group = zarr.open_group(store=str(out / STORE_NAME), mode="r+")
     all_meta: dict[str, Any] = dict(group.attrs.get("labels") or {})  # type: ignore[arg-type]
