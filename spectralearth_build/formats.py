@@ -44,6 +44,10 @@ VIEWS = "views.parquet"
 DROPPED = "dropped_views.parquet"
 REPORT = "report.json"
 COMPLETE = "_COMPLETE"
+LABELS_DIR = "labels"
+"""``OUT/labels/``: per-label tables and unit markers; also the Zarr group of the label masks."""
+SPLITS_GROUP = "splits"
+"""Zarr group of the task splits (``data.zarr/splits/<TASK>/<SCHEME>``)."""
 
 DIMENSIONS = ("location", "time", "band", "y", "x")
 """Dimension names of ``images``, in axis order."""

@@ -20,6 +20,8 @@ LAZY_COMMANDS = {
     "scan": ".scan:scan_command",
     "plan": ".plan:plan_command",
     "build": ".build:build_command",
+    "labels": ".labels:labels_command",
+    "export": ".export:export_command",
 }
 """Command name -> ``module:attribute`` (relative to this package)."""
 
