@@ -36,10 +36,12 @@ def table_path(out: str | Path, name: str) -> Path:
 
 
 def mask_array_path(out: str | Path, name: str) -> Path:
+    """``OUT/data.zarr/labels/<NAME>``: the label's masks, ``(location, y, x)`` raw codes."""
     return Path(out) / STORE_NAME / LABELS_DIR / name
 
 
 def split_array_path(out: str | Path, task: str, scheme: str) -> Path:
+    """``OUT/data.zarr/splits/<TASK>/<SCHEME>``: int8 split code per location."""
     return Path(out) / STORE_NAME / SPLITS_GROUP / task / scheme
 
 
