@@ -14,6 +14,7 @@ import pandas as pd
 import shapely
 import zarr
 
+from spectralearth_build import formats as fmt
 from spectralearth_build.crs import reproject
 from spectralearth_build.grid import PixelGrid
 
@@ -53,6 +54,7 @@ def write_dataset(out: Path, grids: list[PixelGrid], products: list[list[str]]) 
             )
     gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326").to_parquet(out / "index.parquet")
     pd.DataFrame(views).to_parquet(out / "views.parquet")
-    zarr.open_group(str(out / "data.zarr"), mode="w", zarr_format=3).attrs["format"] = "test"
+    group = zarr.open_group(str(out / fmt.STORE_NAME), mode="w", zarr_format=3)
+    group.attrs.update({"format": fmt.FORMAT_NAME, "format_version": fmt.FORMAT_VERSION})
     (out / "_COMPLETE").write_text(json.dumps({}))
     return out

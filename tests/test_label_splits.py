@@ -94,8 +94,8 @@ def test_label_loader_imports_no_gdal():
             if isinstance(node, ast.Import):
                 mods = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
-                if node.level:  # relative: only the error types and the lookup tables
-                    assert node.module in ("errors", "presets"), (name, node.module)
+                if node.level:  # relative: error types, lookup tables, store names
+                    assert node.module in ("errors", "presets", "formats"), (name, node.module)
                     continue
                 mods = [node.module or ""]
             else:
