@@ -399,6 +399,7 @@ def build_dataset(
     from .extract.reader import EnmapReader
     from .geometry import PlanningError, plan_patches
     from .plan import read_plan, write_plan
+    from .report import write_report
 
     config = config or BuildConfig()
     validate_config(config)
@@ -459,4 +460,5 @@ def build_dataset(
         reader = EnmapReader.from_catalog(catalog)
         wavelengths, fwhm = reference_bands_of(catalog, config)
         extract_dataset(out, patches, reader, config, client, wavelengths, fwhm, progress, report)
+    say(f"report: {write_report(out)}")
     return report

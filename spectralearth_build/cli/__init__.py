@@ -10,7 +10,10 @@ import click
 
 from .. import __version__
 from .build import build_command
+from .info import info_command
 from .plan import plan_command
+from .quicklook import quicklook_command
+from .report import report_command
 from .scan import scan_command
 from .synth import synth_command
 
@@ -25,6 +28,9 @@ main.add_command(synth_command, "synth")
 main.add_command(scan_command, "scan")
 main.add_command(plan_command, "plan")
 main.add_command(build_command, "build")
+main.add_command(report_command, "report")
+main.add_command(quicklook_command, "quicklook")
+main.add_command(info_command, "info")
 
 
 def build_dataset_main() -> None:
