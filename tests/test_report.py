@@ -19,7 +19,7 @@ from scipy.ndimage import binary_erosion
 
 from spectralearth_build import open_dataset
 from spectralearth_build.cli import main
-from spectralearth_build.report.figures import find_frequencies
+from spectralearth_build.report.figures import find_frequencies, regions
 from spectralearth_build.report.info import store_info
 from spectralearth_build.report.page import FIGURES
 from spectralearth_build.report.quicklook import location_figure
@@ -270,3 +270,18 @@ def test_labels_and_tasks_are_shown_when_present(built, tmp_path):
     assert len(fig.axes) == len(rgb) + 1 and fig.axes[-1].get_title() == "label: cdl"
     legend = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
     assert legend == ["1 corn", "111 water"]
+
+
+def test_map_regions_group_nearby_boxes():
+    boxes = np.array(
+        [
+            [11.9, 48.3, 12.0, 48.4],
+            [12.1, 48.2, 12.3, 48.5],
+            [-93.6, 42.0, -93.5, 42.1],
+            [5, 5, 5.1, 5.1],
+        ]
+    )
+    panels, n = regions(boxes, weights=np.array([1, 1, 5, 1]), max_regions=2)
+    assert n == 3
+    np.testing.assert_allclose(panels[0], boxes[2])  # heaviest first
+    np.testing.assert_allclose(panels[1], [11.9, 48.2, 12.3, 48.5])  # the two nearby boxes

@@ -18,6 +18,14 @@ from typing import Any
 import numpy as np
 
 FIG_DPI = 110
+STAGE_ORDER = ("scan", "plan", "extract", "finalize")
+"""Build stages in pipeline order (``report.json`` stores them sorted by name)."""
+
+
+def in_stage_order(seconds: dict[str, float]) -> dict[str, float]:
+    """``seconds`` with the known stages first, in pipeline order, then any others."""
+    rank = {s: i for i, s in enumerate(STAGE_ORDER)}
+    return dict(sorted(seconds.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
 
 
 @dataclass
@@ -127,36 +135,51 @@ def _empty(ax: Any, text: str) -> None:
 
 
 # -- map ---------------------------------------------------------------------------------------
-def regions(bounds: np.ndarray, margin_deg: float = 0.5, max_regions: int = 4) -> list[np.ndarray]:
-    """Group lon/lat boxes that lie within ``margin_deg`` of each other into map panels.
+def regions(
+    bounds: np.ndarray,
+    weights: np.ndarray | None = None,
+    cell_deg: float = 1.0,
+    max_regions: int = 4,
+) -> tuple[list[np.ndarray], int]:
+    """Group lon/lat boxes into map panels: connected groups of occupied grid cells.
+
+    Every box marks the ``cell_deg`` cells it touches on a global grid; 8-connected groups of
+    marked cells (``scipy.ndimage.label``) are the regions, so boxes less than about one cell
+    apart share a panel.  Linear in the number of boxes.
 
     Args:
-        bounds: ``(N, 4)`` boxes ``(lon_min, lat_min, lon_max, lat_max)``.
-        margin_deg: boxes closer than this (degrees) share a panel.
+        bounds: ``(N, 4)`` boxes ``(lon_min, lat_min, lon_max, lat_max)``, degrees.
+        weights: ``(N,)`` what a box counts for when ranking regions (default 1 each).
+        cell_deg: grid cell size, degrees.
         max_regions: most panels returned.
 
     Returns:
-        Up to ``max_regions`` extents ``(lon_min, lat_min, lon_max, lat_max)``, largest group
-        (most boxes) first.
+        Up to ``max_regions`` extents ``(lon_min, lat_min, lon_max, lat_max)``, the heaviest
+        region first, and the number of regions in all.
     """
-    import networkx as nx
-    from rtree import index as rtree_index
+    from scipy import ndimage
 
     b = np.asarray(bounds, dtype=np.float64).reshape(-1, 4)
     if len(b) == 0:
-        return []
-    grown = b + np.array([-margin_deg, -margin_deg, margin_deg, margin_deg])
-    tree = rtree_index.Index((i, tuple(box), None) for i, box in enumerate(grown))
-    g = nx.Graph()
-    g.add_nodes_from(range(len(b)))
-    for i, box in enumerate(grown):
-        g.add_edges_from((i, j) for j in tree.intersection(tuple(box)) if j > i)
-    groups = sorted(nx.connected_components(g), key=lambda c: (-len(c), min(c)))
+        return [], 0
+    w = np.ones(len(b)) if weights is None else np.asarray(weights, dtype=np.float64)
+    nx, ny = int(math.ceil(360 / cell_deg)), int(math.ceil(180 / cell_deg))
+    c0 = np.clip(((b[:, 0] + 180) // cell_deg).astype(int), 0, nx - 1)
+    c1 = np.clip(((b[:, 2] + 180) // cell_deg).astype(int), 0, nx - 1)
+    r0 = np.clip(((b[:, 1] + 90) // cell_deg).astype(int), 0, ny - 1)
+    r1 = np.clip(((b[:, 3] + 90) // cell_deg).astype(int), 0, ny - 1)
+    grid = np.zeros((ny, nx), dtype=bool)
+    for a, bb, c, d in zip(r0, r1, c0, c1):  # boxes span a cell or two
+        grid[a : bb + 1, c : d + 1] = True
+    labels, n = ndimage.label(grid, structure=np.ones((3, 3), dtype=int))
+    region = labels[r0, c0] - 1
+    weight = np.bincount(region, weights=w, minlength=n)
+    order = sorted(range(n), key=lambda k: (-weight[k], k))[:max_regions]
     out = []
-    for members in groups[:max_regions]:
-        sel = b[sorted(members)]
+    for k in order:
+        sel = b[region == k]
         out.append(np.array([sel[:, 0].min(), sel[:, 1].min(), sel[:, 2].max(), sel[:, 3].max()]))
-    return out
+    return out, int(n)
 
 
 def patch_map(index: Any, catalog: Any) -> Any:
@@ -166,35 +189,43 @@ def patch_map(index: Any, catalog: Any) -> Any:
     from matplotlib.colors import BoundaryNorm
 
     tiles = catalog[catalog["status"] == "ok"] if catalog is not None else None
-    boxes = [index.geometry.bounds.to_numpy()]
-    if tiles is not None and len(tiles):
-        boxes.append(tiles.geometry.bounds.to_numpy())
-    panels = regions(np.concatenate(boxes))
+    patch_boxes = index.geometry.bounds.to_numpy()
+    tile_boxes = tiles.geometry.bounds.to_numpy() if tiles is not None else np.zeros((0, 4))
+    panels, n_regions = regions(
+        np.concatenate([patch_boxes, tile_boxes]),
+        np.concatenate([np.ones(len(patch_boxes)), np.full(len(tile_boxes), 1e-6)]),
+    )
     n_panels = max(1, len(panels))
     fig = _figure(5.2 * n_panels + 0.8, 5.0)
     axes = fig.subplots(1, n_panels, squeeze=False)[0]
     t_max = int(index["n_views"].max()) if len(index) else 1
     cmap = colormaps["viridis"].resampled(t_max)
     norm = BoundaryNorm(np.arange(0.5, t_max + 1.5), cmap.N)
-    if not panels:
+    if not panels or not len(index):
         _empty(axes[0], "no locations")
         return fig
+    tile_polys = [
+        np.asarray(poly.exterior.coords)
+        for geom in (tiles.geometry if tiles is not None else [])
+        for poly in getattr(geom, "geoms", [geom])
+    ]
+    n_views = index["n_views"].to_numpy()
     for ax, ext in zip(axes, panels):
-        if tiles is not None:
-            for geom in tiles.geometry:
-                for poly in getattr(geom, "geoms", [geom]):
-                    x, y = poly.exterior.xy
-                    ax.fill(x, y, facecolor="0.85", edgecolor="0.55", linewidth=0.6, alpha=0.35)
+        ax.add_collection(
+            PolyCollection(tile_polys, facecolor="0.85", edgecolor="0.5", linewidth=0.5, alpha=0.35)
+        )
         if len(index) <= 20_000:
             polys = [np.asarray(g.exterior.coords) for g in index.geometry]
-            coll = PolyCollection(polys, array=index["n_views"].to_numpy(), cmap=cmap, norm=norm)
-            coll.set_edgecolor("k")
-            coll.set_linewidth(0.3)
-            ax.add_collection(coll)
-            mappable = coll
-        else:
-            c = index.geometry.centroid
-            mappable = ax.scatter(c.x, c.y, c=index["n_views"], s=2, cmap=cmap, norm=norm, lw=0)
+            mappable = PolyCollection(polys, array=n_views, cmap=cmap, norm=norm)
+            mappable.set_edgecolor("k")
+            mappable.set_linewidth(0.3)
+            ax.add_collection(mappable)
+        else:  # box centres: fast, and patches are sub-pixel at this scale anyway
+            cx, cy = (
+                0.5 * (patch_boxes[:, 0] + patch_boxes[:, 2]),
+                0.5 * (patch_boxes[:, 1] + patch_boxes[:, 3]),
+            )
+            mappable = ax.scatter(cx, cy, c=n_views, s=2, cmap=cmap, norm=norm, lw=0)
         pad = 0.05 * max(ext[2] - ext[0], ext[3] - ext[1], 0.01)
         ax.set_xlim(ext[0] - pad, ext[2] + pad)
         ax.set_ylim(ext[1] - pad, ext[3] + pad)
@@ -204,9 +235,9 @@ def patch_map(index: Any, catalog: Any) -> Any:
         ax.set_ylabel("latitude (°)")
     cb = fig.colorbar(mappable, ax=list(axes), shrink=0.8, ticks=np.arange(1, t_max + 1))
     cb.set_label("timestamps per location")
+    shown = f"; {len(panels)} of {n_regions} regions shown" if n_regions > len(panels) else ""
     fig.suptitle(
-        f"{len(index):,} locations over {0 if tiles is None else len(tiles):,} usable tile "
-        "footprints (grey)"
+        f"{len(index):,} locations over {len(tile_boxes):,} usable tile footprints (grey){shown}"
     )
     return fig
 
@@ -353,7 +384,7 @@ def stages_figure(report: dict[str, Any], info: dict[str, Any]) -> Any:
     """Seconds per build stage, with the store's codec and size in the title."""
     fig = _figure(6.5, 3.2)
     ax = fig.subplots()
-    sec = report.get("seconds", {})
+    sec = in_stage_order(report.get("seconds", {}))
     if sec:
         _bars(ax, list(sec), [round(v, 2) for v in sec.values()], "tab:gray", horizontal=True)
         ax.set_xlabel("seconds")

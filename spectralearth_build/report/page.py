@@ -88,6 +88,7 @@ def _row(label: str, value: Any, key: list[Any], attr: str) -> str:
 
 
 def _table(title: str, rows: list[str]) -> str:
+    rows = [r for r in rows if r]
     if not rows:
         return ""
     return f"<div><h3>{html.escape(title)}</h3><table>{''.join(rows)}</table></div>"
@@ -99,6 +100,8 @@ def summary_tables(report: dict[str, Any], info: dict[str, Any]) -> str:
     def rep(label: str, *key: str) -> str:
         value: Any = report
         for k in key:
+            if not isinstance(value, dict) or k not in value:
+                return ""  # not in this report.json (an older or partial build)
             value = value[k]
         return _row(label, value, list(key), "data-key")
 
@@ -126,7 +129,7 @@ def summary_tables(report: dict[str, Any], info: dict[str, Any]) -> str:
     ]
     skipped = [rep(r, "products", "by_reason", r) for r in prod.get("by_reason", {})]
     dropped = [rep(r, "dropped_views", r) for r in report.get("dropped_views", {})]
-    seconds = [rep(s, "seconds", s) for s in report.get("seconds", {})]
+    seconds = [rep(s, "seconds", s) for s in fg.in_stage_order(report.get("seconds", {}))]
     store = [
         inf("locations", "locations"),
         inf("views", "views"),

@@ -68,7 +68,7 @@ def class_names(attrs: dict[str, Any], name: str) -> dict[int, str]:
     return out
 
 
-def _label_panel(ax: Any, fig: Any, mask: np.ndarray, name: str, names: dict[int, str]) -> None:
+def _label_panel(ax: Any, mask: np.ndarray, name: str, names: dict[int, str]) -> None:
     from matplotlib import colormaps
     from matplotlib.colors import BoundaryNorm, ListedColormap
     from matplotlib.patches import Patch
@@ -127,7 +127,7 @@ def location_figure(item: dict[str, Any], rgb: np.ndarray, attrs: dict[str, Any]
         ax.set_xticks([])
         ax.set_yticks([])
     for ax, (name, mask) in zip(axes[n_t:], labels.items()):
-        _label_panel(ax, fig, np.asarray(mask), name, class_names(attrs, name))
+        _label_panel(ax, np.asarray(mask), name, class_names(attrs, name))
     plural = "s" if n_t != 1 else ""
     fig.suptitle(
         f"location {item['patch_id']}  ·  {item['crs']}  ·  {n_t} timestamp{plural}",
