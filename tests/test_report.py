@@ -36,7 +36,8 @@ BARE = [131]
 def archive(tmp_path_factory):
     from spectralearth_build.synth import make_archive
 
-    return make_archive(tmp_path_factory.mktemp("synth") / "tiles", preset="tiny", seed=0)
+    # with broken products: the report lists them (and the build exits 0 with --allow-invalid)
+    return make_archive(tmp_path_factory.mktemp("synth") / "tiles", "tiny", seed=0, broken=True)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def built(archive, tmp_path_factory) -> Path:
     res = CliRunner().invoke(
         main,
         ["build", "--tiles", archive.out, "--out", str(out), "--config", str(root / "cfg.yaml")]
-        + ["--workers", "0"],
+        + ["--workers", "0", "--allow-invalid"],
     )
     assert res.exit_code == 0, res.output
     assert f"report: {out / 'report' / 'index.html'}" in res.output
@@ -121,6 +122,9 @@ def test_report_page_in_headless_chromium(built, tmp_path):
     for stage in report["seconds"]:
         assert ("seconds", stage) in keys
     assert {("patches",), ("views",), ("bytes_written",), ("planned_patches",)} <= keys
+    assert len(report["invalid_products"]) >= 5
+    for i in range(len(report["invalid_products"])):
+        assert ("invalid_products", i, "product") in keys
     assert checked >= 25
     assert imread(tmp_path / "report.png").shape[0] > 2000
 

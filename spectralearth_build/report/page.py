@@ -64,6 +64,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .tables { display: flex; flex-wrap: wrap; gap: 2em; align-items: flex-start; }
 figure { margin: 1em 0 2em; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9em; }
+table.wide { width: 100%; table-layout: fixed; }
+table.wide td { overflow-wrap: anywhere; font-size: 0.85em; }
 """
 
 
@@ -186,7 +188,14 @@ def summary_tables(report: dict[str, Any], info: dict[str, Any]) -> str:
     ]
     out = f'<div class="tables">{"".join(parts)}</div>'
     if invalid:
-        out += _table("invalid products", invalid)
+        head = (
+            '<colgroup><col style="width:45%"><col style="width:15%"><col style="width:40%">'
+            "</colgroup><tr><th>product</th><th>reason</th><th>detail</th></tr>"
+        )
+        out += (
+            "<h3>invalid products</h3>"
+            f'<table class="wide">{head}{"".join(invalid)}</table>'
+        )
     return out
 
 
