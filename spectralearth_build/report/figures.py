@@ -74,7 +74,7 @@ class ReportInputs:
             degrees = overlap_degrees(catalog, ds.attrs.get("config", {}))
         return cls(
             report=read_json(out / "report.json"),
-            info=store_info(out),
+            info=store_info(out, ds),
             index=ds.index,
             views=ds.views,
             wavelengths=ds.wavelengths,
@@ -225,7 +225,8 @@ def patch_map(index: Any, catalog: Any) -> Any:
                 0.5 * (patch_boxes[:, 0] + patch_boxes[:, 2]),
                 0.5 * (patch_boxes[:, 1] + patch_boxes[:, 3]),
             )
-            mappable = ax.scatter(cx, cy, c=n_views, s=2, cmap=cmap, norm=norm, lw=0)
+            top = np.argsort(n_views, kind="stable")  # longer series drawn last, on top
+            mappable = ax.scatter(cx[top], cy[top], c=n_views[top], s=2, cmap=cmap, norm=norm, lw=0)
         pad = 0.05 * max(ext[2] - ext[0], ext[3] - ext[1], 0.01)
         ax.set_xlim(ext[0] - pad, ext[2] + pad)
         ax.set_ylim(ext[1] - pad, ext[3] + pad)

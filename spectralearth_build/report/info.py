@@ -63,11 +63,12 @@ def dir_bytes(path: Path) -> int:
     return total
 
 
-def store_info(out: str | Path) -> dict[str, Any]:
+def store_info(out: str | Path, ds: Any = None) -> dict[str, Any]:
     """Summary of the dataset in ``out`` (JSON-serialisable).
 
     Args:
         out: a dataset folder written by ``build-dataset``.
+        ds: the dataset, if already open (``open_dataset(out)``).
 
     Returns:
         ``locations``, ``views``, ``locations_by_timestamps`` (number of timestamps -> number of
@@ -79,7 +80,7 @@ def store_info(out: str | Path) -> dict[str, Any]:
     """
     from ..dataset import STORE_NAME, open_dataset
 
-    ds = open_dataset(out)
+    ds = ds if ds is not None else open_dataset(out)
     path = Path(out)
     attrs = ds.attrs
     meta = array_metadata(ds)

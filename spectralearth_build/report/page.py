@@ -192,10 +192,7 @@ def summary_tables(report: dict[str, Any], info: dict[str, Any]) -> str:
             '<colgroup><col style="width:45%"><col style="width:15%"><col style="width:40%">'
             "</colgroup><tr><th>product</th><th>reason</th><th>detail</th></tr>"
         )
-        out += (
-            "<h3>invalid products</h3>"
-            f'<table class="wide">{head}{"".join(invalid)}</table>'
-        )
+        out += f'<h3>invalid products</h3><table class="wide">{head}{"".join(invalid)}</table>'
     return out
 
 
