@@ -271,7 +271,7 @@ def test_labels_and_tasks_are_shown_when_present(built, tmp_path):
     item = ds[0] | {"labels": {"cdl": np.where(np.arange(32)[:, None] < 10, 111, 1)}}
     rgb = location_rgb(item["image"], rgb_band_indices(ds.wavelengths))
     fig = location_figure(item, rgb, ds.attrs)
-    assert len(fig.axes) == len(rgb) + 1 and fig.axes[-1].get_title() == "label: cdl"
+    assert len(fig.axes) == len(rgb) + 2 and fig.axes[-2].get_title() == "label: cdl"
     legend = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
     assert legend == ["1 corn", "111 water"]
 

@@ -68,21 +68,19 @@ def class_names(attrs: dict[str, Any], name: str) -> dict[int, str]:
     return out
 
 
-def _label_panel(ax: Any, mask: np.ndarray, name: str, names: dict[int, str]) -> None:
+def _label_panel(ax: Any, key_ax: Any, mask: np.ndarray, name: str, names: dict[int, str]) -> None:
+    """A label mask in ``ax`` and its legend (code and class name) in ``key_ax``."""
     from matplotlib import colormaps
     from matplotlib.colors import BoundaryNorm, ListedColormap
     from matplotlib.patches import Patch
 
     codes = np.unique(mask)
     cmap = colormaps["tab20"]
-    colours = [cmap(i % 20) for i in range(len(codes))]
+    order = [*range(0, 20, 2), *range(1, 20, 2)]  # strong colours first, their pale pairs after
+    colours = [cmap(order[i % 20]) for i in range(len(codes))]
     lut = np.searchsorted(codes, mask)
-    ax.imshow(
-        lut,
-        cmap=ListedColormap(colours),
-        norm=BoundaryNorm(np.arange(-0.5, len(codes)), len(codes)),
-        interpolation="nearest",
-    )
+    norm = BoundaryNorm(np.arange(-0.5, len(codes)), len(codes))
+    ax.imshow(lut, cmap=ListedColormap(colours), norm=norm, interpolation="nearest")
     ax.set_title(f"label: {name}", fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -90,14 +88,8 @@ def _label_panel(ax: Any, mask: np.ndarray, name: str, names: dict[int, str]) ->
         Patch(color=c, label=f"{code} {names.get(int(code), '')}".strip())
         for code, c in zip(codes, colours)
     ]
-    ax.legend(
-        handles=handles,
-        fontsize=6,
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        frameon=False,
-        borderaxespad=0,
-    )
+    key_ax.set_axis_off()
+    key_ax.legend(handles=handles, fontsize=7, loc="center left", frameon=False, borderaxespad=0)
 
 
 def location_figure(item: dict[str, Any], rgb: np.ndarray, attrs: dict[str, Any]) -> Any:
@@ -112,11 +104,11 @@ def location_figure(item: dict[str, Any], rgb: np.ndarray, attrs: dict[str, Any]
 
     labels = item.get("labels") or {}
     n_t, n_l = len(rgb), len(labels)
-    widths = [1.0] * n_t + [1.6] * n_l
+    widths = [1.0] * n_t + [1.0, 0.7] * n_l  # each label: its mask, then its legend
     fig = Figure(
         figsize=(PANEL_IN * sum(widths) + 0.2, PANEL_IN + 1.1), dpi=100, layout="constrained"
     )
-    axes = fig.subplots(1, n_t + n_l, squeeze=False, gridspec_kw={"width_ratios": widths})[0]
+    axes = fig.subplots(1, n_t + 2 * n_l, squeeze=False, gridspec_kw={"width_ratios": widths})[0]
     for ax, img, t, prod in zip(axes, rgb, item["times"], item["products"]):
         ax.imshow(img, interpolation="nearest")
         stamp = np.datetime_as_string(np.datetime64(t, "m"), unit="m").replace("T", " ")
@@ -126,8 +118,9 @@ def location_figure(item: dict[str, Any], rgb: np.ndarray, attrs: dict[str, Any]
         ax.set_xlabel(f"{short[:half]}\n{short[half:]}" if half > 0 else short, fontsize=6)
         ax.set_xticks([])
         ax.set_yticks([])
-    for ax, (name, mask) in zip(axes[n_t:], labels.items()):
-        _label_panel(ax, np.asarray(mask), name, class_names(attrs, name))
+    for k, (name, mask) in enumerate(labels.items()):
+        ax, key_ax = axes[n_t + 2 * k], axes[n_t + 2 * k + 1]
+        _label_panel(ax, key_ax, np.asarray(mask), name, class_names(attrs, name))
     plural = "s" if n_t != 1 else ""
     fig.suptitle(
         f"location {item['patch_id']}  ·  {item['crs']}  ·  {n_t} timestamp{plural}",
