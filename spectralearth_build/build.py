@@ -152,6 +152,7 @@ def build_dataset(
     from .extract.tables import kept_band_wavelengths
     from .geometry import PlanningError, plan_patches
     from .plan import read_plan, write_plan
+    from .report import write_report
 
     config = config or BuildConfig()
     config.validate()
@@ -202,4 +203,5 @@ def build_dataset(
         reader = EnmapReader.from_catalog(catalog)
         wavelengths, fwhm = kept_band_wavelengths(catalog, config)
         extract_dataset(out, patches, reader, config, client, wavelengths, fwhm, progress, report)
+    say(f"report: {write_report(out)}")
     return report

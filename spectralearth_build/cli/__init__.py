@@ -22,6 +22,9 @@ LAZY_COMMANDS = {
     "build": ".build:build_command",
     "labels": ".labels:labels_command",
     "export": ".export:export_command",
+    "quicklook": ".quicklook:quicklook_command",
+    "report": ".report:report_command",
+    "info": ".info:info_command",
 }
 """Command name -> ``module:attribute`` (relative to this package)."""
 
