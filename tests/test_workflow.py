@@ -79,9 +79,11 @@ def key(argv: list[str]) -> tuple[str, str | None]:
 def available(step: tuple[str, str | None]) -> bool:
     program, sub = step
     if program == "spectralearth-build":
+        import click
+
         from spectralearth_build.cli import main
 
-        return sub in main.commands
+        return main.get_command(click.Context(main), sub or "") is not None
     if program == "build-dataset":
         return True
     return shutil.which(program) is not None

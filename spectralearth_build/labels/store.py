@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import formats as fmt
 from ..errors import IncompleteDatasetError, InputError
 from ..grid import PixelGrid
 from .loader import LABELS_DIR, STORE_NAME, mask_array_path, table_path
@@ -36,7 +37,7 @@ from .spec import LabelSpec
 
 UNITS_DIR = "units"
 DEFAULT_SHARD_LOCATIONS = 256
-COMPLETE = "_COMPLETE"
+COMPLETE = fmt.COMPLETE
 
 
 @dataclass(frozen=True)
@@ -155,14 +156,14 @@ def read_locations(out: Path) -> Any:
     import pandas as pd
 
     return pd.read_parquet(
-        out / "index.parquet", columns=["patch_id", "crs", "transform", "height", "width"]
+        out / fmt.INDEX, columns=["patch_id", "crs", "transform", "height", "width"]
     )
 
 
 def _check_dataset(out: Path) -> None:
     if not out.is_dir():
         raise InputError(f"--dataset {out}: no such dataset folder")
-    if not (out / "_COMPLETE").exists():
+    if not (out / fmt.COMPLETE).exists():
         raise IncompleteDatasetError(
             f"{out}: the dataset build has not finished (no _COMPLETE marker); finish it first"
         )

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import formats as fmt
 from .loader import (
     LABELS_DIR,
     SCHEMES,
@@ -105,7 +106,7 @@ def location_centres(out: Path) -> tuple[np.ndarray, np.ndarray]:
 
     from ..crs import LONLAT, transformer
 
-    geom = gpd.read_parquet(out / "index.parquet", columns=["geometry"]).geometry
+    geom = gpd.read_parquet(out / fmt.INDEX, columns=["geometry"]).geometry
     xy = shapely.get_coordinates(shapely.centroid(np.asarray(geom.values)))
     x, y = transformer(LONLAT, EQUAL_AREA_CRS).transform(xy[:, 0], xy[:, 1])
     return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
@@ -115,8 +116,8 @@ def location_products(out: Path) -> list[list[str]]:
     """Source products of each location (index order), from ``views.parquet``."""
     import pandas as pd
 
-    index = pd.read_parquet(out / "index.parquet", columns=["patch_id"])
-    views = pd.read_parquet(out / "views.parquet", columns=["patch_id", "product"])
+    index = pd.read_parquet(out / fmt.INDEX, columns=["patch_id"])
+    views = pd.read_parquet(out / fmt.VIEWS, columns=["patch_id", "product"])
     by = views.groupby("patch_id", sort=False)["product"].apply(list).to_dict()
     return [list(by.get(int(p), [])) for p in index["patch_id"]]
 

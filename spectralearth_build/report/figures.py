@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import formats as fmt
+
 FIG_DPI = 110
 STAGE_ORDER = ("scan", "plan", "extract", "finalize")
 """Build stages in pipeline order (``report.json`` stores them sorted by name)."""
@@ -60,20 +62,16 @@ class ReportInputs:
 
         out = Path(out)
         ds = open_dataset(out)
-        catalog = (
-            gpd.read_parquet(out / "catalog.parquet")
-            if (out / "catalog.parquet").exists()
-            else None
-        )
+        catalog = gpd.read_parquet(out / fmt.CATALOG) if (out / fmt.CATALOG).exists() else None
         plan_summary: dict[str, Any] = {}
-        if (out / "plan.parquet").exists():
-            raw = (pq.read_schema(out / "plan.parquet").metadata or {}).get(b"spectralearth_build")
+        if (out / fmt.PLAN).exists():
+            raw = (pq.read_schema(out / fmt.PLAN).metadata or {}).get(b"spectralearth_build")
             plan_summary = json.loads(raw).get("summary", {}) if raw else {}
         degrees = None
         if catalog is not None:
             degrees = overlap_degrees(catalog, ds.attrs.get("config", {}))
         return cls(
-            report=read_json(out / "report.json"),
+            report=read_json(out / fmt.REPORT),
             info=store_info(out, ds),
             index=ds.index,
             views=ds.views,

@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-REPORT_FILE = "report.json"
-MANIFEST_FILE = "build.json"
+from .. import formats as fmt
+
+REPORT_FILE = fmt.REPORT
+MANIFEST_FILE = fmt.MANIFEST
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -26,9 +28,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def array_metadata(ds: Any) -> dict[str, Any]:
     """The ``zarr.json`` of the dataset's images array (shape, chunks, codecs)."""
-    from ..dataset import ARRAY_NAME, STORE_NAME
-
-    return read_json(Path(ds.path) / STORE_NAME / ARRAY_NAME / "zarr.json")
+    return read_json(Path(ds.path) / fmt.STORE_NAME / fmt.ARRAY_NAME / "zarr.json")
 
 
 def describe_codecs(meta: dict[str, Any]) -> str:
@@ -78,7 +78,7 @@ def store_info(out: str | Path, ds: Any = None) -> dict[str, Any]:
         ``build`` (package version, format version, input fingerprint), ``config`` and
         ``report`` (``report.json``).
     """
-    from ..dataset import STORE_NAME, open_dataset
+    from ..dataset import open_dataset
 
     ds = ds if ds is not None else open_dataset(out)
     path = Path(out)
@@ -108,7 +108,7 @@ def store_info(out: str | Path, ds: Any = None) -> dict[str, Any]:
         "chunks": chunk_shape,
         "shards": shard_shape,
         "codec": describe_codecs(meta),
-        "store_bytes": dir_bytes(path / STORE_NAME),
+        "store_bytes": dir_bytes(path / fmt.STORE_NAME),
         "labels": attrs.get("labels"),
         "tasks": attrs.get("tasks"),
         "build": {

@@ -26,6 +26,7 @@ PANEL_IN = 2.3
 
 
 def quicklook_name(patch_id: int) -> str:
+    """File name of the quicklook PNG of location ``patch_id``."""
     return f"location-{int(patch_id):07d}.png"
 
 
