@@ -13,6 +13,7 @@ from .build import build_command
 from .plan import plan_command
 from .scan import scan_command
 from .synth import synth_command
+from .validate import validate_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,6 +26,7 @@ main.add_command(synth_command, "synth")
 main.add_command(scan_command, "scan")
 main.add_command(plan_command, "plan")
 main.add_command(build_command, "build")
+main.add_command(validate_command, "validate")
 
 
 def build_dataset_main() -> None:
