@@ -53,6 +53,11 @@ class Container:
 
     kind: str
     path: str
+    offset: int | None = None
+    """Byte offset of this member's data inside the previous level's (uncompressed) tar stream,
+    set when GDAL cannot address the member by name (PAX long names: ``/vsitar/`` reads only
+    the truncated ustar name); GDAL then reads it as ``/vsisubfile/``."""
+    size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -103,11 +108,19 @@ class ProductSource:
             raise FileNotFoundError(f"{self.location}: product has no {suffix} file")
         if not self.containers:
             return os.path.join(self.folder, name)
-        prefix = self.containers[0].path
         vsi = {"zip": "/vsizip/", "tar": "/vsitar/"}
-        path = vsi[self.containers[0].kind] + prefix
+        outer = self.containers[0]
+        file_path, path = outer.path, vsi[outer.kind] + outer.path
         for c in self.containers[1:]:
-            path = vsi[c.kind] + path + "/" + c.path
+            if c.offset is not None and c.size is not None:
+                stream = file_path
+                if stream.lower().endswith((".gz", ".tgz")):
+                    stream = "/vsigzip/" + stream
+                file_path = f"/vsisubfile/{c.offset}_{c.size},{stream}"
+                path = vsi[c.kind] + "{" + file_path + "}"
+            else:
+                file_path = path + "/" + c.path
+                path = vsi[c.kind] + file_path
         inner = posixpath.join(self.folder, name) if self.folder else name
         return path + "/" + inner
 
@@ -265,15 +278,17 @@ def _is_tar(name: str) -> bool:
 
 def _archive_members(
     handle: zipfile.ZipFile | tarfile.TarFile,
-) -> Iterator[tuple[str, int]]:
+) -> Iterator[tuple[str, int, int | None]]:
+    """``(name, size, data offset)``; the offset only for tar members with a PAX long name."""
     if isinstance(handle, zipfile.ZipFile):
         for info in handle.infolist():
             if not info.is_dir():
-                yield info.filename, info.file_size
+                yield info.filename, info.file_size, None
     else:
         for tinfo in handle.getmembers():
             if tinfo.isfile():
-                yield tinfo.name, tinfo.size
+                pax = "path" in tinfo.pax_headers
+                yield tinfo.name, tinfo.size, tinfo.offset_data if pax else None
 
 
 def _scan_archive(
@@ -283,7 +298,7 @@ def _scan_archive(
     problems: list[DiscoveryProblem],
 ) -> None:
     entries: list[tuple[str, str]] = []
-    for member, _size in _archive_members(handle):
+    for member, size, offset in _archive_members(handle):
         folder, fname = posixpath.split(member)
         if _is_zip(fname) or _is_tar(fname):
             kind = "zip" if _is_zip(fname) else "tar"
@@ -297,7 +312,8 @@ def _scan_archive(
                 )
                 continue
             with inner:
-                _scan_archive(inner, (*containers, Container(kind, member)), sources, problems)
+                level = Container(kind, member, offset, size if offset is not None else None)
+                _scan_archive(inner, (*containers, level), sources, problems)
         else:
             entries.append((folder, fname))
     sources.extend(_group(entries, containers))

@@ -141,7 +141,28 @@ class EnmapProduct:
             raise ProductError(loc, "unknown CRS", str(exc)) from exc
         if grid.crs != f"EPSG:{meta_epsg}":
             raise ProductError(loc, "CRS mismatch", f"image {grid.crs}, metadata {meta.projection}")
+        self.check_layers(grid)
         return grid
+
+    def check_layers(self, grid: PixelGrid) -> None:
+        """Check that every quality layer lies on the image's pixel grid.
+
+        Extraction reads the layers with the image's windows, so a layer of another size or
+        position would flag the wrong pixels: it is a ProductError.
+        """
+        for suffix, _ in self.source.files:
+            if not suffix.startswith("QL_QUALITY_"):
+                continue
+            with self._open(suffix) as src:
+                shape, t = (src.height, src.width), tuple(src.transform)[:6]
+            if shape != grid.shape_yx or not np.allclose(t, grid.transform, rtol=0, atol=1e-6):
+                raise ProductError(
+                    self.source.location,
+                    "quality layer size mismatch",
+                    f"{suffix} is {shape[0]} x {shape[1]} px, image {grid.height} x {grid.width}"
+                    if shape != grid.shape_yx
+                    else f"{suffix} transform {t}, image {tuple(grid.transform)}",
+                )
 
     def read_image(
         self, window: Window | None = None, band_indices: np.ndarray | None = None
