@@ -36,7 +36,7 @@ import numpy as np
 from . import __version__
 from .cluster import client_map, dask_client
 from .config import BuildConfig, ConfigError
-from .errors import InputError
+from .errors import InputError, output_errors
 from .extract import store as st
 from .plan import PlannedPatch
 
@@ -395,11 +395,6 @@ def build_dataset(
     log: Callable[[str], None] | None = None,
 ) -> BuildReport:
     """Scan ``tiles``, plan and extract into ``out``; continue an earlier build found there."""
-    from .catalog import read_catalog, scan, summarize, tile_records, write_catalog
-    from .extract.reader import EnmapReader
-    from .geometry import PlanningError, plan_patches
-    from .plan import read_plan, write_plan
-
     config = config or BuildConfig()
     validate_config(config)
     tiles, out = Path(tiles), Path(out)
@@ -415,6 +410,27 @@ def build_dataset(
         "config": config.to_dict(),
         "inputs": inputs_fingerprint(tiles),
     }
+    with output_errors(out):
+        return _build(tiles, out, config, manifest, workers, scheduler, resume, progress, say)
+
+
+def _build(
+    tiles: Path,
+    out: Path,
+    config: BuildConfig,
+    manifest: dict[str, Any],
+    workers: int | None,
+    scheduler: str | None,
+    resume: bool,
+    progress: bool,
+    say: Callable[[str], None],
+) -> BuildReport:
+    """The body of :func:`build_dataset` (write errors are turned into domain errors there)."""
+    from .catalog import read_catalog, scan, summarize, tile_records, write_catalog
+    from .extract.reader import EnmapReader
+    from .geometry import PlanningError, plan_patches
+    from .plan import read_plan, write_plan
+
     continued = _check_or_write_manifest(out, manifest, resume)
     report = BuildReport(str(out))
     if continued and st.is_complete(out):

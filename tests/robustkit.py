@@ -174,3 +174,40 @@ def view_pixels(out: Path) -> dict[tuple[int, str], np.ndarray]:
 
 def manifest_products(archive: Path) -> list[dict[str, Any]]:
     return json.loads((archive / "synth_manifest.json").read_text())["products"]  # type: ignore[no-any-return]
+
+
+KILL_AT = """
+import importlib, os, signal, sys
+mod, attr, nth, when = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+del sys.argv[1:5]
+module = importlib.import_module(mod)
+real = getattr(module, attr)
+calls = [0]
+
+
+def hooked(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == nth and when == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    result = real(*args, **kwargs)
+    if calls[0] == nth and when == "after":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+
+
+setattr(module, attr, hooked)
+from spectralearth_build.cli import build_dataset_main
+
+build_dataset_main()
+"""
+"""A ``build-dataset`` that kills itself (SIGKILL) at the ``nth`` call of ``module.attr``."""
+
+
+def run_killed_build(
+    tiles: Path, out: Path, config: Path, point: tuple[str, str, int, str], *extra: str
+) -> subprocess.CompletedProcess[str]:
+    cmd = build_cmd(tiles, out, config, *extra)
+    cmd[2] = KILL_AT
+    cmd[3:3] = [point[0], point[1], str(point[2]), point[3]]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env)
