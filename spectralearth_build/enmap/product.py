@@ -19,7 +19,7 @@ from shapely.geometry import Polygon
 
 from ..bands import BandSelection
 from ..grid import PixelGrid, Window
-from .discovery import IMAGE, METADATA, ProductSource
+from .discovery import IMAGE, METADATA, FileTooLargeError, ProductSource
 from .footprint import valid_footprint
 from .metadata import MetadataError, ProductMetadata, parse_metadata
 
@@ -28,6 +28,9 @@ from .metadata import MetadataError, ProductMetadata, parse_metadata
 os.environ.setdefault("CPL_VSIL_GZIP_WRITE_PROPERTIES", "NO")
 
 NODATA = -32768
+MAX_RASTER_PX = 20_000
+"""Largest side of a product raster (EnMAP tiles are about 1,300 px): a crafted header cannot
+make the footprint read allocate more than a few hundred MB."""
 CLASS_LAND, CLASS_WATER, CLASS_BACKGROUND = 1, 2, 3
 
 
@@ -67,6 +70,8 @@ class EnmapProduct:
             raise ProductError(self.source.location, "metadata missing", "no METADATA.XML file")
         try:
             data = self.source.read_bytes(METADATA)
+        except FileTooLargeError as exc:
+            raise ProductError(self.source.location, "metadata too large", str(exc)) from exc
         except (OSError, KeyError, EOFError) as exc:
             raise ProductError(self.source.location, "metadata unreadable", str(exc)) from exc
         try:
@@ -98,6 +103,12 @@ class EnmapProduct:
             epsg = src.crs.to_epsg()
             if epsg is None:
                 raise ProductError(self.source.location, "unknown CRS", src.crs.to_string()[:120])
+            if max(src.height, src.width) > MAX_RASTER_PX:
+                raise ProductError(
+                    self.source.location,
+                    "raster too large",
+                    f"{src.height} x {src.width} px (at most {MAX_RASTER_PX} per side)",
+                )
             t = src.transform
             if t.b != 0 or t.d != 0 or t.e >= 0:
                 raise ProductError(self.source.location, "not north-up", str(tuple(t)[:6]))
