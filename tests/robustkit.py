@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -211,3 +212,17 @@ def run_killed_build(
     cmd[3:3] = [point[0], point[1], str(point[2]), point[3]]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     return subprocess.run(cmd, capture_output=True, text=True, env=env)
+
+
+def clone_product(folder: Path, dest_root: Path, number: int) -> Path:
+    """A copy of a product folder under a new product id (datatake ``DT00000990NN``)."""
+    stem = folder.name
+    new = re.sub(r"DT\d{10}", f"DT{9900 + number:010d}", stem)
+    out = dest_root / new
+    out.mkdir(parents=True)
+    for f in folder.iterdir():
+        data = f.read_bytes()
+        if f.suffix.upper() == ".XML":
+            data = data.replace(stem.encode(), new.encode())
+        (out / f.name.replace(stem, new)).write_bytes(data)
+    return out

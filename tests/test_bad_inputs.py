@@ -24,6 +24,7 @@ import rasterio
 from robustkit import (
     assert_same_dataset,
     broken_archive,
+    clone_product,
     config_file,
     copy_tree,
     good_archive,
@@ -39,20 +40,6 @@ from spectralearth_build.catalog import read_catalog
 
 
 # -- making bad products ----------------------------------------------------------------------
-def clone_product(folder: Path, dest_root: Path, number: int) -> Path:
-    """A copy of a product folder under a new product id (datatake ``DT00000990NN``)."""
-    stem = folder.name
-    new = re.sub(r"DT\d{10}", f"DT{9900 + number:010d}", stem)
-    out = dest_root / new
-    out.mkdir(parents=True)
-    for f in folder.iterdir():
-        data = f.read_bytes()
-        if f.suffix.upper() == ".XML":
-            data = data.replace(stem.encode(), new.encode())
-        (out / f.name.replace(stem, new)).write_bytes(data)
-    return out
-
-
 def file_of(folder: Path, suffix: str) -> Path:
     return next(f for f in folder.iterdir() if f.name.endswith(f"-{suffix}.TIF"))
 
