@@ -165,3 +165,67 @@ def test_a_file_size_limit_is_a_clear_error_and_resume_completes(
     report = build_dataset(tiles, out, BuildConfig.from_yaml(cfg_path), workers=0, resume=True)
     assert not report.invalid_products
     assert_same_dataset(out, reference)
+
+
+@pytest.mark.slow
+def test_soak_workers_killed_at_random_until_the_build_completes(tmp_path_factory, tmp_path):
+    """The demo archive built while a random worker is killed every 0.3-1.5 s."""
+    import random
+
+    import dask
+    import yaml
+    from distributed import Client, LocalCluster
+
+    from spectralearth_build.synth import make_archive
+
+    tiles = tmp_path_factory.mktemp("demo") / "tiles"
+    make_archive(tiles, preset="demo", seed=1, n_bands=32)
+    cfg_file = tmp_path / "build.yaml"
+    cfg = {
+        "bands": {"expected_count": 32, "drop_ranges": [[18, 18]]},
+        "plan": {"patch_px": 64},
+        "extract": {"max_unit_patches": 4, "locations_per_shard": 2},
+    }
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    config = BuildConfig.from_yaml(cfg_file)
+    clean = tmp_path / "clean"
+    build_dataset(tiles, clean, config, workers=0)
+
+    out = tmp_path / "soak"
+    rng = random.Random(0)
+    kills = attempts = 0
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 50}),
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        done = threading.Event()
+
+        def killer() -> None:
+            nonlocal kills
+            while not done.wait(rng.uniform(0.3, 1.5)):
+                try:
+                    pids = client.run(os.getpid)
+                except Exception:  # a worker is restarting: try again later
+                    continue
+                if pids:
+                    os.kill(rng.choice(sorted(pids.values())), signal.SIGKILL)
+                    kills += 1
+
+        thread = threading.Thread(target=killer, daemon=True)
+        thread.start()
+        try:
+            while True:
+                attempts += 1
+                try:
+                    build_dataset(tiles, out, config, scheduler=cluster.scheduler_address)
+                    break
+                except Exception:  # noqa: BLE001 - a task lost too often: resume the build
+                    assert attempts < 20
+        finally:
+            done.set()
+            thread.join(timeout=30)
+    assert kills >= 3
+    assert_same_dataset(out, clean)
