@@ -448,7 +448,8 @@ def _build(
             catalog = read_catalog(out / st.CATALOG)
         else:
             catalog = scan(tiles, config, map_fn=client_map(client), progress=progress)
-            write_catalog(catalog, out / st.CATALOG, config)
+            with output_errors(out / st.CATALOG):  # pyarrow's errors do not name the file
+                write_catalog(catalog, out / st.CATALOG, config)
         report.seconds["scan"] = time.perf_counter() - t0
         report.products = summarize(catalog)
         bad = catalog[catalog["status"] == "invalid"]
@@ -466,7 +467,8 @@ def _build(
             except PlanningError as exc:
                 raise ConfigError(f"planning failed: {exc}") from exc
             patches = list(result.patches)
-            write_plan(patches, out / st.PLAN, result.file_metadata(config))
+            with output_errors(out / st.PLAN):
+                write_plan(patches, out / st.PLAN, result.file_metadata(config))
         report.seconds["plan"] = time.perf_counter() - t0
         say(
             f"{len(patches)} patches planned from {int((catalog['status'] == 'ok').sum())} products"

@@ -283,3 +283,17 @@ def test_nothing_is_written_outside_out_and_the_temp_dir(crafted):
     assert not bad, bad[:5]
     # and listed: the tiles, the decoys, the working directory and home are as they were
     assert crafted["after"] == crafted["before"]
+
+
+def test_yaml_configs_are_loaded_safely(tmp_path):
+    from click.testing import CliRunner
+
+    from spectralearth_build.cli.build import build_command
+
+    marker = tmp_path / "owned"
+    cfg = tmp_path / "evil.yaml"
+    cfg.write_text(f'extract: !!python/object/apply:os.system ["touch {marker}"]\n')
+    args = ["--tiles", str(tmp_path), "--out", str(tmp_path / "out"), "--config", str(cfg)]
+    res = CliRunner().invoke(build_command, args)
+    assert res.exit_code == 1 and res.output.startswith("Error: "), res.output
+    assert not marker.exists() and not (tmp_path / "out").exists()
