@@ -168,7 +168,7 @@ def test_a_file_size_limit_is_a_clear_error_and_resume_completes(
 
 @pytest.mark.slow
 def test_soak_workers_killed_at_random_until_the_build_completes(tmp_path_factory, tmp_path):
-    """The demo archive built while a random worker is killed every 0.3-1.5 s."""
+    """The demo archive built while a random worker is killed every 0.5-3 s of uptime."""
     import random
 
     import dask
@@ -203,15 +203,21 @@ def test_soak_workers_killed_at_random_until_the_build_completes(tmp_path_factor
         done = threading.Event()
 
         def killer() -> None:
+            # kill only once both workers are up again (a restart takes seconds), so that the
+            # build always makes some progress between two kills
             nonlocal kills
-            while not done.wait(rng.uniform(0.3, 1.5)):
+            while not done.is_set():
                 try:
                     pids = client.run(os.getpid)
                 except Exception:  # a worker is restarting: try again later
+                    pids = {}
+                if len(pids) < 2:
+                    done.wait(0.2)
                     continue
-                if pids:
-                    os.kill(rng.choice(sorted(pids.values())), signal.SIGKILL)
-                    kills += 1
+                if done.wait(rng.uniform(0.5, 3.0)):
+                    return
+                os.kill(rng.choice(sorted(pids.values())), signal.SIGKILL)
+                kills += 1
 
         thread = threading.Thread(target=killer, daemon=True)
         thread.start()
