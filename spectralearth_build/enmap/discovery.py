@@ -375,12 +375,7 @@ def _scan_archive(
                 continue
             with inner:
                 level = Container(kind, member, offset, size if offset is not None else None)
-                try:
-                    _scan_archive(inner, (*containers, level), sources, problems, size)
-                except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
-                    problems.append(
-                        DiscoveryProblem(where, f"unreadable archive: {exc}", _maybe_id(fname))
-                    )
+                _scan_archive(inner, (*containers, level), sources, problems, size)
         else:
             entries.append((folder, fname))
     sources.extend(_group(entries, containers))
