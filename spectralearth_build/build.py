@@ -33,7 +33,7 @@ from . import formats as fmt
 from .buildreport import EXIT_INVALID_PRODUCTS, EXIT_OK, BuildReport
 from .cluster import client_map, dask_client
 from .config import BuildConfig, ConfigError
-from .errors import InputError
+from .errors import InputError, output_errors
 from .extract import store as st
 from .plan import PlannedPatch
 
@@ -147,13 +147,6 @@ def build_dataset(
             config or changed inputs.
         ConfigError: invalid config or planning failure.
     """
-    from .catalog import read_catalog, scan, summarize, tile_records, write_catalog
-    from .extract.reader import EnmapReader
-    from .extract.tables import kept_band_wavelengths
-    from .geometry import PlanningError, plan_patches
-    from .plan import read_plan, write_plan
-    from .report import write_report
-
     config = config or BuildConfig()
     config.validate()
     tiles, out = Path(tiles), Path(out)
@@ -162,6 +155,28 @@ def build_dataset(
         raise InputError(f"--tiles {tiles}: no such file or folder")
     if st.is_complete(out) and not (out / fmt.MANIFEST).exists():
         raise InputError(f"{out}: complete marker without build manifest")
+    with output_errors(out):
+        return _build(tiles, out, config, workers, scheduler, resume, progress, say)
+
+
+def _build(
+    tiles: Path,
+    out: Path,
+    config: BuildConfig,
+    workers: int | None,
+    scheduler: str | None,
+    resume: bool,
+    progress: bool,
+    say: Callable[[str], None],
+) -> BuildReport:
+    """The body of :func:`build_dataset` (write errors are turned into domain errors there)."""
+    from .catalog import read_catalog, scan, summarize, tile_records, write_catalog
+    from .extract.reader import EnmapReader
+    from .extract.tables import kept_band_wavelengths
+    from .geometry import PlanningError, plan_patches
+    from .plan import read_plan, write_plan
+    from .report import write_report
+
     continued = st.check_or_write_manifest(out, st.build_manifest(config, tiles), resume)
     if continued and st.is_complete(out):
         say(f"{out} is already complete")
@@ -176,7 +191,8 @@ def build_dataset(
             catalog = read_catalog(out / fmt.CATALOG)
         else:
             catalog = scan(tiles, config, map_fn=client_map(client), progress=progress)
-            write_catalog(catalog, out / fmt.CATALOG, config)
+            with output_errors(out / fmt.CATALOG):  # pyarrow's errors do not name the file
+                write_catalog(catalog, out / fmt.CATALOG, config)
         report.seconds["scan"] = time.perf_counter() - t0
         report.products = summarize(catalog)
         bad = catalog[catalog["status"] == "invalid"]
@@ -194,7 +210,8 @@ def build_dataset(
             except PlanningError as exc:
                 raise ConfigError(f"planning failed: {exc}") from exc
             patches = list(result.patches)
-            write_plan(patches, out / fmt.PLAN, result.file_metadata(config))
+            with output_errors(out / fmt.PLAN):
+                write_plan(patches, out / fmt.PLAN, result.file_metadata(config))
         report.seconds["plan"] = time.perf_counter() - t0
         say(
             f"{len(patches)} patches planned from {int((catalog['status'] == 'ok').sum())} products"

@@ -141,7 +141,7 @@ def _problem_row(problem: DiscoveryProblem) -> dict[str, Any]:
     row = _empty_row(problem.product_id or Path(problem.path).name, problem.path)
     if problem.product_id:
         row.update(_name_fields(problem.product_id))
-    row.update(status="invalid", reason="unreadable archive", detail=problem.reason)
+    row.update(status="invalid", reason=problem.category, detail=problem.reason)
     return row
 
 

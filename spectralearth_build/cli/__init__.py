@@ -25,6 +25,7 @@ LAZY_COMMANDS = {
     "quicklook": ".quicklook:quicklook_command",
     "report": ".report:report_command",
     "info": ".info:info_command",
+    "validate": ".validate:validate_command",
 }
 """Command name -> ``module:attribute`` (relative to this package)."""
 

@@ -7,6 +7,13 @@ members are listed with :mod:`zipfile`/:mod:`tarfile` and later read through GDA
 systems (``/vsizip/``, ``/vsitar/``), so a product's location is a :class:`ProductSource` whose
 ``gdal_path(suffix)`` works with rasterio and whose ``read_bytes(suffix)`` reads small files.
 
+Crafted inputs stay harmless: member names are only looked up inside their archive (``../`` or
+absolute names never reach the file system), archive symlinks are ignored, symlinks under the
+root that lead outside it are reported instead of followed, small files are read only up to
+:data:`MAX_SMALL_FILE_BYTES`, and an archive whose members declare more than
+:data:`MAX_EXPANSION` times its own size (a gzip or ZIP bomb) or more than
+:data:`MAX_MEMBERS` members is reported as unreadable before it is decompressed.
+
 Files named only by their suffix (``METADATA.xml``, ``SPECTRAL_IMAGE.TIF``) inside a folder named
 like a product belong to that product.  Containers that cannot be listed (zero-byte or corrupt
 archives) are returned as :class:`DiscoveryProblem` entries, never raised.
@@ -38,6 +45,25 @@ KNOWN_SUFFIXES = {
     "QL_SWIR",
     *(f"QL_QUALITY_{q}" for q in QUALITY_LAYERS),
 }
+MAX_SMALL_FILE_BYTES = 64 * 2**20
+"""Largest METADATA.XML (or other small file) read into memory; real ones are about 4 MB."""
+MAX_EXPANSION = 100
+"""Largest ratio of an archive's declared content to its size (products are compressed already:
+real deliveries are close to 1); checked once the content exceeds :data:`EXPANSION_FLOOR`."""
+EXPANSION_FLOOR = 64 * 2**20
+SYMLINK_OUTSIDE = "symlink outside --tiles"
+MAX_MEMBERS = 100_000
+"""Most members listed from one archive."""
+
+
+class FileTooLargeError(OSError):
+    """A small product file (METADATA.XML) is larger than :data:`MAX_SMALL_FILE_BYTES`."""
+
+
+class ArchiveBombError(OSError):
+    """An archive declares far more content than its size allows (see :data:`MAX_EXPANSION`)."""
+
+
 _DATA_EXTS = {".tif", ".tiff", ".xml", ".jp2", ".bsq", ".bil", ".bip"}
 _ZIP_EXTS = (".zip",)
 _TAR_EXTS = (".tar.gz", ".tgz", ".tar")
@@ -53,6 +79,11 @@ class Container:
 
     kind: str
     path: str
+    offset: int | None = None
+    """Byte offset of this member's data inside the previous level's (uncompressed) tar stream,
+    set when GDAL cannot address the member by name (PAX long names: ``/vsitar/`` reads only
+    the truncated ustar name); GDAL then reads it as ``/vsisubfile/``."""
+    size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -103,11 +134,19 @@ class ProductSource:
             raise FileNotFoundError(f"{self.location}: product has no {suffix} file")
         if not self.containers:
             return os.path.join(self.folder, name)
-        prefix = self.containers[0].path
         vsi = {"zip": "/vsizip/", "tar": "/vsitar/"}
-        path = vsi[self.containers[0].kind] + prefix
+        outer = self.containers[0]
+        file_path, path = outer.path, vsi[outer.kind] + outer.path
         for c in self.containers[1:]:
-            path = vsi[c.kind] + path + "/" + c.path
+            if c.offset is not None and c.size is not None:
+                stream = file_path
+                if stream.lower().endswith((".gz", ".tgz")):
+                    stream = "/vsigzip/" + stream
+                file_path = f"/vsisubfile/{c.offset}_{c.size},{stream}"
+                path = vsi[c.kind] + "{" + file_path + "}"
+            else:
+                file_path = path + "/" + c.path
+                path = vsi[c.kind] + file_path
         inner = posixpath.join(self.folder, name) if self.folder else name
         return path + "/" + inner
 
@@ -117,7 +156,9 @@ class ProductSource:
         if name is None:
             raise FileNotFoundError(f"{self.location}: product has no {suffix} file")
         if not self.containers:
-            return Path(self.folder, name).read_bytes()
+            path = Path(self.folder, name)
+            _check_small(path.stat().st_size, str(path))
+            return path.read_bytes()
         member = posixpath.join(self.folder, name) if self.folder else name
         with _open_chain(self.containers) as opener:
             return opener(member)
@@ -177,9 +218,18 @@ def _member_file(handle: zipfile.ZipFile | tarfile.TarFile, member: str) -> IO[b
     return ext
 
 
+def _check_small(size: int, where: str) -> None:
+    if size > MAX_SMALL_FILE_BYTES:
+        raise FileTooLargeError(
+            f"{where}: {size} bytes, more than the {MAX_SMALL_FILE_BYTES} read into memory"
+        )
+
+
 def _read_member(handle: zipfile.ZipFile | tarfile.TarFile, member: str) -> bytes:
     if isinstance(handle, zipfile.ZipFile):
-        return handle.read(member)
+        _check_small(handle.getinfo(member).file_size, member)
+        return handle.read(member)  # reads no more than the declared size
+    _check_small(handle.getmember(member).size, member)
     f = handle.extractfile(member)
     if f is None:
         raise FileNotFoundError(member)
@@ -193,6 +243,8 @@ class DiscoveryProblem:
     path: str
     reason: str
     product_id: str | None = None
+    category: str = "unreadable archive"
+    """The catalog ``reason``: ``"unreadable archive"`` or ``"symlink outside --tiles"``."""
 
 
 def _suffix_key(file_name: str) -> str | None:
@@ -264,16 +316,40 @@ def _is_tar(name: str) -> bool:
 
 
 def _archive_members(
-    handle: zipfile.ZipFile | tarfile.TarFile,
-) -> Iterator[tuple[str, int]]:
+    handle: zipfile.ZipFile | tarfile.TarFile, archive_bytes: int
+) -> Iterator[tuple[str, int, int | None]]:
+    """``(name, size, data offset)`` of the regular files of an archive.
+
+    The offset is given only for tar members with a PAX long name.  Symlinks and other special
+    members are skipped; an archive declaring more than :data:`MAX_EXPANSION` x
+    ``archive_bytes`` or :data:`MAX_MEMBERS` members raises :class:`ArchiveBombError` as soon
+    as its headers say so (a tar is listed lazily, so the bytes of a bomb are never
+    decompressed).
+    """
+    limit = max(EXPANSION_FLOOR, MAX_EXPANSION * archive_bytes)
+    total = count = 0
+
+    def account(size: int) -> None:
+        nonlocal total, count
+        total += size
+        count += 1
+        if total > limit or count > MAX_MEMBERS:
+            raise ArchiveBombError(
+                f"members declare {total} bytes in {count} files for {archive_bytes} archive "
+                f"bytes (more than {MAX_EXPANSION}x or {MAX_MEMBERS} files: an archive bomb?)"
+            )
+
     if isinstance(handle, zipfile.ZipFile):
         for info in handle.infolist():
             if not info.is_dir():
-                yield info.filename, info.file_size
+                account(info.file_size)
+                yield info.filename, info.file_size, None
     else:
-        for tinfo in handle.getmembers():
+        for tinfo in handle:
+            account(tinfo.size)
             if tinfo.isfile():
-                yield tinfo.name, tinfo.size
+                pax = "path" in tinfo.pax_headers
+                yield tinfo.name, tinfo.size, tinfo.offset_data if pax else None
 
 
 def _scan_archive(
@@ -281,9 +357,10 @@ def _scan_archive(
     containers: tuple[Container, ...],
     sources: list[ProductSource],
     problems: list[DiscoveryProblem],
+    archive_bytes: int,
 ) -> None:
     entries: list[tuple[str, str]] = []
-    for member, _size in _archive_members(handle):
+    for member, size, offset in _archive_members(handle, archive_bytes):
         folder, fname = posixpath.split(member)
         if _is_zip(fname) or _is_tar(fname):
             kind = "zip" if _is_zip(fname) else "tar"
@@ -297,7 +374,8 @@ def _scan_archive(
                 )
                 continue
             with inner:
-                _scan_archive(inner, (*containers, Container(kind, member)), sources, problems)
+                level = Container(kind, member, offset, size if offset is not None else None)
+                _scan_archive(inner, (*containers, level), sources, problems, size)
         else:
             entries.append((folder, fname))
     sources.extend(_group(entries, containers))
@@ -308,6 +386,10 @@ def _maybe_id(name: str) -> str | None:
         return ProductName.parse(name).stem
     except ProductNameError:
         return None
+
+
+def _resolves_inside(path: str, root: Path) -> bool:
+    return Path(path).resolve().is_relative_to(root)
 
 
 def discover_products(root: str | Path) -> tuple[list[ProductSource], list[DiscoveryProblem]]:
@@ -324,13 +406,34 @@ def discover_products(root: str | Path) -> tuple[list[ProductSource], list[Disco
         walk: list[tuple[str, list[str]]] = [(str(root.parent), [root.name])]
     else:
         walk = []
-        for dirpath, dirnames, filenames in os.walk(root):
+        for dirpath, dirnames, filenames in os.walk(root):  # symlinked folders: not followed
             dirnames.sort()
+            for d in dirnames:
+                link = os.path.join(dirpath, d)
+                if os.path.islink(link) and not _resolves_inside(link, root.resolve()):
+                    problems.append(
+                        DiscoveryProblem(
+                            link,
+                            f"symlink outside --tiles: {os.readlink(link)}",
+                            category=SYMLINK_OUTSIDE,
+                        )
+                    )
             walk.append((dirpath, sorted(filenames)))
     entries: list[tuple[str, str]] = []
+    inside = root.resolve() if root.is_dir() else root.parent.resolve()
     for dirpath, filenames in walk:
         for fname in filenames:
             path = os.path.join(dirpath, fname)
+            if os.path.islink(path) and not _resolves_inside(path, inside):
+                problems.append(
+                    DiscoveryProblem(
+                        path,
+                        f"symlink outside --tiles: {os.readlink(path)}",
+                        _product_id_for(fname, dirpath),
+                        SYMLINK_OUTSIDE,
+                    )
+                )
+                continue
             if _is_zip(fname) or _is_tar(fname):
                 kind = "zip" if _is_zip(fname) else "tar"
                 try:
@@ -344,7 +447,8 @@ def discover_products(root: str | Path) -> tuple[list[ProductSource], list[Disco
                     continue
                 try:
                     with handle:
-                        _scan_archive(handle, (Container(kind, path),), sources, problems)
+                        size = os.path.getsize(path)
+                        _scan_archive(handle, (Container(kind, path),), sources, problems, size)
                 except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
                     problems.append(
                         DiscoveryProblem(

@@ -21,7 +21,7 @@ from ..bands import BandSelection
 from ..errors import ProductError
 from ..formats import NODATA
 from ..grid import PixelGrid, Window
-from .discovery import IMAGE, METADATA, ProductSource
+from .discovery import IMAGE, METADATA, FileTooLargeError, ProductSource
 from .footprint import valid_footprint
 from .metadata import MetadataError, ProductMetadata, parse_metadata
 
@@ -29,6 +29,9 @@ from .metadata import MetadataError, ProductMetadata, parse_metadata
 # (``x.tar.gz.properties``) unless told not to: scanning must never write into the input folder.
 os.environ.setdefault("CPL_VSIL_GZIP_WRITE_PROPERTIES", "NO")
 
+MAX_RASTER_PX = 20_000
+"""Largest side of a product raster (EnMAP tiles are about 1,300 px): a crafted header cannot
+make the footprint read allocate more than a few hundred MB."""
 CLASS_LAND, CLASS_WATER, CLASS_BACKGROUND = 1, 2, 3
 
 
@@ -58,6 +61,8 @@ class EnmapProduct:
             raise ProductError(self.source.location, "metadata missing", "no METADATA.XML file")
         try:
             data = self.source.read_bytes(METADATA)
+        except FileTooLargeError as exc:
+            raise ProductError(self.source.location, "metadata too large", str(exc)) from exc
         except (OSError, KeyError, EOFError) as exc:
             raise ProductError(self.source.location, "metadata unreadable", str(exc)) from exc
         try:
@@ -89,6 +94,12 @@ class EnmapProduct:
             epsg = src.crs.to_epsg()
             if epsg is None:
                 raise ProductError(self.source.location, "unknown CRS", src.crs.to_string()[:120])
+            if max(src.height, src.width) > MAX_RASTER_PX:
+                raise ProductError(
+                    self.source.location,
+                    "raster too large",
+                    f"{src.height} x {src.width} px (at most {MAX_RASTER_PX} per side)",
+                )
             t = src.transform
             if t.b != 0 or t.d != 0 or t.e >= 0:
                 raise ProductError(self.source.location, "not north-up", str(tuple(t)[:6]))
@@ -132,7 +143,28 @@ class EnmapProduct:
             raise ProductError(loc, "unknown CRS", str(exc)) from exc
         if grid.crs != f"EPSG:{meta_epsg}":
             raise ProductError(loc, "CRS mismatch", f"image {grid.crs}, metadata {meta.projection}")
+        self.check_layers(grid)
         return grid
+
+    def check_layers(self, grid: PixelGrid) -> None:
+        """Check that every quality layer lies on the image's pixel grid.
+
+        Extraction reads the layers with the image's windows, so a layer of another size or
+        position would flag the wrong pixels: it is a ProductError.
+        """
+        for suffix, _ in self.source.files:
+            if not suffix.startswith("QL_QUALITY_"):
+                continue
+            with self._open(suffix) as src:
+                shape, t = (src.height, src.width), tuple(src.transform)[:6]
+            if shape != grid.shape_yx or not np.allclose(t, grid.transform, rtol=0, atol=1e-6):
+                raise ProductError(
+                    self.source.location,
+                    "quality layer size mismatch",
+                    f"{suffix} is {shape[0]} x {shape[1]} px, image {grid.height} x {grid.width}"
+                    if shape != grid.shape_yx
+                    else f"{suffix} transform {t}, image {tuple(grid.transform)}",
+                )
 
     def read_image(
         self, window: Window | None = None, band_indices: np.ndarray | None = None

@@ -133,17 +133,29 @@ def write_block(arr: Any, slot: int, block: np.ndarray) -> None:
     k = arr.shards[0]
     if slot % k or block.shape[0] % k:
         raise ValueError(f"block at slot {slot} of {block.shape[0]} locations is not shard-aligned")
-    arr[slot : slot + block.shape[0]] = block
+    try:
+        arr[slot : slot + block.shape[0]] = block
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        key = arr.metadata.encode_chunk_key((slot // k,) + (0,) * (arr.ndim - 1))
+        root = getattr(arr.store, "root", "")
+        where = f"{root}/{arr.path}/{key}".replace("//", "/") if root else key
+        raise OSError(exc.errno, exc.strerror, where) from exc
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temporary file and rename, so readers never see a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:  # no half-written file is left behind; the error names the target
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     tmp.replace(path)
 
 
