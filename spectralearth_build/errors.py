@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+
 class ConfigError(ValueError):
     """A configuration file or value is invalid."""
 

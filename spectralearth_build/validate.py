@@ -456,7 +456,6 @@ def source_tasks(ds: Any, tiles: Path, sample: int, seed: int) -> list[ViewTask]
 def _open_images(out: str) -> Any:
     import zarr
 
-
     return zarr.open_array(store=str(Path(out) / fmt.STORE_NAME / fmt.ARRAY_NAME), mode="r")
 
 
