@@ -43,7 +43,7 @@ from .errors import InputError
 EXIT_VALID = 0
 EXIT_MISMATCH = 4
 """Exit status of ``validate`` when the dataset fails a check."""
-NODATA = -32768
+NODATA = fmt.NODATA
 STATS_RTOL = 1e-9
 MapFn = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]
 
@@ -109,7 +109,8 @@ def check_layout(ds: Any) -> list[Mismatch]:
     _, t_max, n_bands, py, px = arr.shape
     expect("images dtype", str(arr.dtype), "int16")
     expect("images fill value", int(arr.fill_value), NODATA)
-    expect("images chunks", tuple(arr.chunks), (1, t_max, n_bands, py, px))
+    t_chunk = 1 if ds.format_version >= 2 else t_max  # format 2: one inner chunk per view
+    expect("images chunks", tuple(arr.chunks), (1, t_chunk, n_bands, py, px))
     expect("images patch shape", py, px)
     expect("attribute n_locations", a.get("n_locations"), len(ds.index))
     expect("attribute n_views", a.get("n_views"), len(ds.views))
