@@ -228,7 +228,9 @@ class SpectralAdapter(nn.Sequential):
         finally:
             self._recomputing = False
 
-    def _first_two(self, rows: torch.Tensor, idx0: torch.Tensor, idx1: torch.Tensor) -> torch.Tensor:
+    def _first_two(
+        self, rows: torch.Tensor, idx0: torch.Tensor, idx1: torch.Tensor
+    ) -> torch.Tensor:
         """Layers 1 and 2 up to the second GEMM's output (N, 512), before its BatchNorm."""
         a1 = self._conv_bn_relu(0, rows, idx0)
         conv = self[3]

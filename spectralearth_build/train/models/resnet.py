@@ -47,13 +47,13 @@ class StemlessResNet50(nn.Module):
 
     def __init__(self, num_classes: int = 0, in_ch: int = OUT_CHANNELS, **timm_kwargs: Any):
         super().__init__()
-        base = timm.create_model("resnet50", pretrained=False, num_classes=0, **timm_kwargs)
+        base: Any = timm.create_model("resnet50", pretrained=False, num_classes=0, **timm_kwargs)
         self.layer1 = nn.Sequential(EntryBottleneck(in_ch, 256, stride=2), *base.layer1[1:])
         self.layer2 = base.layer2
         self.layer3 = base.layer3
         self.layer4 = base.layer4
-        self.global_pool = base.global_pool
-        self.num_features: int = base.num_features
+        self.global_pool: nn.Module = base.global_pool
+        self.num_features: int = int(base.num_features)
         self.fc: nn.Module = (
             nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         )
