@@ -55,9 +55,39 @@ def gather_with_grad(x: Tensor) -> Tensor:
     """
     if not is_dist():
         return x
-    from torch.distributed import nn as dist_nn
+    return _AllGather.apply(x)
 
-    return torch.cat(dist_nn.functional.all_gather(x), dim=0)
+
+class _AllGather(torch.autograd.Function):
+    """All-gather along dim 0; backward sums the gradients of every rank (reduce-scatter)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        ctx.n = x.shape[0]
+        return gather_no_grad(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        r = rank()
+        return grad[r * ctx.n : (r + 1) * ctx.n]
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; backward sums the gradients of every rank."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        y = x.contiguous().clone()
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad
 
 
 @torch.no_grad()
@@ -95,15 +125,13 @@ class GatherBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, input: Tensor) -> Tensor:
         if not (self.training and is_dist()):
             return super().forward(input)
-        from torch.distributed import nn as dist_nn
-
         dims = [0, *range(2, input.dim())]
         n_local = torch.tensor(
             float(input.numel() // input.shape[1]), device=input.device, dtype=torch.float64
         )
         x = input.float()
         stats = torch.cat([x.sum(dims), (x * x).sum(dims)])
-        stats = dist_nn.functional.all_reduce(stats)
+        stats = _AllReduceSum.apply(stats)
         n = n_local.clone()
         dist.all_reduce(n)
         c = input.shape[1]
@@ -146,9 +174,8 @@ def _convert_gather_bn(module: nn.Module) -> nn.Module:
             module.track_running_stats,
         )
         if module.affine:
-            with torch.no_grad():
-                out.weight.copy_(module.weight)
-                out.bias.copy_(module.bias)
+            out.weight = module.weight
+            out.bias = module.bias
         if module.track_running_stats:
             out.running_mean = module.running_mean
             out.running_var = module.running_var

@@ -43,12 +43,15 @@ import yaml
 from torch import Tensor, nn
 
 from ..config import ConfigError, _section
-from ..errors import InputError
 from . import distributed as tdist
 from .methods import METHODS, Method, build_method
 from .methods.common import StepRandom, _seed_of
 
 CHECKPOINT_FORMAT = "spectralearth-train/1"
+
+
+class TrainInputError(ValueError):
+    """A data folder, checkpoint or option of a training command is not what it expects."""
 
 
 # -- configuration --------------------------------------------------------------------------------
@@ -402,10 +405,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint written by :func:`pretrain` (clear error if it is not one)."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such checkpoint")
+        raise TrainInputError(f"{path}: no such checkpoint")
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"{path}: not a checkpoint written by spectralearth-train pretrain")
+        raise TrainInputError(f"{path}: not a checkpoint written by spectralearth-train pretrain")
     return ckpt
 
 
@@ -470,7 +473,7 @@ def pretrain(
     ds = open_dataset(data)
     global_batch = tc.batch_size * tc.accumulate * world
     if len(ds) < global_batch:
-        raise InputError(
+        raise TrainInputError(
             f"{data}: {len(ds)} locations, fewer than one global batch of {global_batch}"
         )
     steps_per_epoch = len(ds) // global_batch
@@ -508,9 +511,7 @@ def pretrain(
 
     model: Any = method
     if world > 1:
-        model = nn.parallel.DistributedDataParallel(
-            method, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False
-        )
+        model = _ddp(method, dev)
     if tc.compile:
         model = torch.compile(model)
     bf16 = tc.precision == "bf16" or (tc.precision == "auto" and dev.type == "cuda")
@@ -644,6 +645,20 @@ def pretrain(
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return result
+
+
+def _ddp(method: nn.Module, dev: torch.device) -> nn.Module:
+    """DDP without per-forward buffer broadcasts (queue, centre and BN statistics are kept equal
+    on every rank by the methods themselves)."""
+    import inspect
+
+    ddp = nn.parallel.DistributedDataParallel
+    kw: dict[str, Any] = {"device_ids": [dev.index] if dev.type == "cuda" else None}
+    if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters:
+        kw["forward_sync_buffers"] = False  # torch >= 2.14 (buffers are equal at init)
+    else:
+        kw["broadcast_buffers"] = False
+    return ddp(method, **kw)
 
 
 def _write_log(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
