@@ -648,8 +648,10 @@ def pretrain(
 
 
 def _ddp(method: nn.Module, dev: torch.device) -> nn.Module:
-    """DDP without per-forward buffer broadcasts (queue, centre and BN statistics are kept equal
-    on every rank by the methods themselves)."""
+    """DDP without per-forward buffer broadcasts.
+
+    The methods keep queue, centre and BN statistics equal on every rank themselves.
+    """
     import inspect
 
     ddp = nn.parallel.DistributedDataParallel
