@@ -1,4 +1,6 @@
-"""Training and evaluation of hyperspectral foundation models on a built store (``[train]`` extra).
+"""Training and evaluation on built datasets (the ``[train]`` extra: torch, timm, lightly).
 
-Imports torch; the rest of the package never imports this subpackage.
+``spectralearth_build.train.models`` holds the backbones (spectral adapter, Spec ViT, Spec RN50)
+and checkpoint loading. This package imports no rasterio, GDAL or geopandas: it runs on GPU
+nodes with only numpy, pandas, pyarrow, zarr and torch.
 """
