@@ -203,10 +203,18 @@ class SpectralAdapter(nn.Sequential):
         n_pos = index.shape[1] // conv.out_channels
         bias = conv.bias.repeat(n_pos) if conv.bias is not None else None
         h = F.linear(h_in, w.t(), bias) if bias is not None else h_in @ w
-        rows = h.shape[0]
+        return self._bn_relu(bn, h, n_pos)
+
+    def _bn_relu(self, bn: nn.Module, h: torch.Tensor, n_pos: int) -> torch.Tensor:
+        """BatchNorm + ReLU of (N, n_pos * C) rows, statistics over rows and positions."""
+        assert isinstance(bn, nn.modules.batchnorm._BatchNorm)
+        rows, c = h.shape[0], bn.num_features
+        if type(bn) is nn.BatchNorm3d:
+            y = _bn_relu_rows(bn, h.reshape(rows * n_pos, c), update=not self._recomputing)
+            return y.reshape(rows, n_pos * c)
         with self._bn_state_guard(bn):
-            h = bn(h.reshape(rows * n_pos, conv.out_channels, 1, 1, 1))
-        return F.relu(h).reshape(rows, n_pos * conv.out_channels)
+            y = bn(h.reshape(rows * n_pos, c, 1, 1, 1))
+        return F.relu(y).reshape(rows, n_pos * c)
 
     @contextlib.contextmanager
     def _bn_state_guard(self, bn: nn.Module) -> Iterator[None]:
@@ -325,7 +333,7 @@ class SpectralAdapter(nn.Sequential):
             h2 = self._first_two_generic(rows, idx[0], idx[1])
         bn = self[4]
         assert isinstance(bn, nn.modules.batchnorm._BatchNorm)
-        a2 = F.relu(bn(h2.reshape(-1, bn.num_features, 1, 1, 1))).reshape(h2.shape[0], -1)
+        a2 = self._bn_relu(bn, h2, h2.shape[1] // bn.num_features)
         a3 = self._conv_bn_relu(2, a2, idx[2])  # (N, last positions * 128)
         out = a3.reshape(b * hh * ww, -1, OUT_CHANNELS).mean(dim=1)  # adaptive avg pool
         return out.reshape(b, hh, ww, OUT_CHANNELS).permute(0, 3, 1, 2)
@@ -354,6 +362,36 @@ def _row_moments(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r = rows.to(acc)
         gram = r.t() @ r
     return mu, gram / n - torch.outer(mu, mu)
+
+
+def _bn_relu_rows(
+    bn: nn.modules.batchnorm._BatchNorm, h: torch.Tensor, update: bool = True
+) -> torch.Tensor:
+    """relu(BatchNorm(h)) for (M, C) rows with plain tensor ops (autograd-native).
+
+    PyTorch's BatchNorm kernels slow down sharply on tensors of more than 2**31 elements (the
+    second layer's output at batch 256); sums and sums of squares accumulated in float32 by the
+    reduction kernels, then one multiply-add per element, do not. Same statistics, running-stat
+    update and gradients as BatchNorm (the gradient flows through the batch mean and variance).
+    """
+    if bn.training or bn.running_mean is None:
+        m = h.shape[0]
+        acc = torch.float64 if h.dtype == torch.float64 else torch.float32
+        mean = h.sum(0, dtype=acc) / m
+        sq = torch.linalg.vector_norm(h, 2, dim=0, dtype=acc).square() / m
+        var = (sq - mean.square()).clamp_min(0)
+        if update and bn.training and bn.track_running_stats and bn.running_mean is not None:
+            _update_running_stats(bn, mean.detach(), var.detach(), m)
+    else:
+        assert bn.running_var is not None
+        mean, var = bn.running_mean, bn.running_var
+    scale = torch.rsqrt(var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    return F.relu(torch.addcmul(shift.to(h.dtype), h, scale.to(h.dtype)))
 
 
 def _update_running_stats(
