@@ -12,19 +12,21 @@ Two forward implementations share those parameters:
   (k,1,1) convolutions over NCDHW slowly, and stores wide activations (1280 values per pixel
   after the first layer) in that layout.
 * ``fast``: every pixel is one row of a matrix. The cube is transposed once to channels-last
-  rows (N = B*H*W, bands); each conv layer is then a single GEMM with a *banded* weight matrix
-  (input features = position x in-channel, output features = position x out-channel), built from
-  the conv weight by one gather, so gradients flow into the same ``Conv3d.weight``. Padding is
-  implicit (rows of zeros never multiply anything), and the band count is padded to a multiple
-  of 8 for tensor-core GEMMs. BatchNorm runs on the contiguous (N*positions, C, 1, 1, 1) view,
-  which PyTorch normalises with its channels-last kernels; the BatchNorm3d *modules* are called,
-  so batch statistics, running-stat updates, ``num_batches_tracked`` and SyncBatchNorm
-  conversion behave as in the reference. The last average over the two remaining positions is a
-  reduction of the (N, 2, 128) view, and the result is returned as a channels-last
-  (B, 128, H, W) tensor (no transpose back). With ``recompute=True`` the first two layers
-  (GEMM, BN, ReLU, GEMM) run under activation checkpointing: only the (N, 512) second-layer
-  output is stored and the wide first-layer activations are recomputed in the backward pass
-  (BatchNorm running statistics are restored around the recomputation, so they move once).
+  rows (N = B*H*W, bands padded to a multiple of 8); each conv layer is then a single GEMM with a
+  *banded* weight matrix (input features = position x in-channel, output features = position x
+  out-channel), built from the conv weight by one gather, so gradients flow into the same
+  ``Conv3d.weight``; padding is implicit (rows of zeros). The first conv is linear in the input,
+  so its BatchNorm batch statistics follow from the input rows' mean and covariance (one small
+  Gram GEMM): BatchNorm-1 folds into the first GEMM and the widest activation (1280 values per
+  pixel) is written once, by GEMM + ReLU, never normalised in a separate pass. BatchNorm-2/3 run
+  on the (N*positions, C) views from float32 sums and sums of squares (PyTorch's BatchNorm
+  kernels slow down sharply past 2**31 elements, i.e. at batch 256). The running-stat updates
+  and ``num_batches_tracked`` follow BatchNorm exactly. A BatchNorm *subclass* in training
+  (SyncBatchNorm, a global-batch BN after DDP conversion) is called as a module instead, so its
+  own statistics code runs. The last average over the two remaining positions is a reduction of
+  the (N, 2, 128) view; the result is a channels-last (B, 128, H, W) tensor (no transpose back).
+  ``recompute=True`` runs layer 1 and layer 2's GEMM under activation checkpointing, so only
+  the (N, 512) second-layer output is stored (running statistics move once).
 
 ``impl="auto"`` (the default) uses ``fast`` on CUDA tensors and ``reference`` elsewhere; both
 give the same outputs and gradients within float32 rounding (tests check it on CPU).
