@@ -1,0 +1,670 @@
+"""Self-supervised pretraining on a built store: one loop for every method, 1 to N processes.
+
+Strategy.  Everything random that a sample sees is keyed by the optimiser step, so the run is a
+pure function of (config, data, step):
+
+- the sampler walks a per-epoch permutation of the locations (seeded by ``(seed, epoch)``) in
+  global batches of ``batch_size * accumulate * world`` (the last incomplete batch of an epoch is
+  dropped); process ``r`` takes positions ``r * batch_size * accumulate + m * batch_size + i`` for
+  micro-batch ``m``;
+- the two timestamps of a location are drawn from ``(seed, epoch, location)``; a location with
+  one timestamp gives that view twice (two augmentations of one view);
+- augmentation (random resized crop, flips, Gaussian blur, then per-band standardisation with the
+  store's statistics) and MAE masks draw from :class:`~.methods.common.StepRandom`, which draws
+  for the whole global batch and slices.
+
+Hence one process and ``W`` processes at the same global batch see identical inputs, DDP with
+global-batch BatchNorm (SyncBN on GPUs, :class:`~.distributed.GatherBatchNorm` on CPUs) computes
+the same losses, and resuming from a checkpoint (model, optimiser, step, RNG states; the learning
+rate is a function of the step and the queue and centre are buffers) continues bit-identically.
+Rank 0 writes ``checkpoints/step_NNNNNNN.pt`` + ``checkpoints/last.pt``, ``log.csv`` and
+``summary.json`` in the run folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import Tensor, nn
+
+from ..config import ConfigError, _section
+from . import distributed as tdist
+from .methods import METHODS, Method, build_method
+from .methods.common import StepRandom, _seed_of
+
+CHECKPOINT_FORMAT = "spectralearth-train/1"
+
+
+class TrainInputError(ValueError):
+    """A data folder, checkpoint or option of a training command is not what it expects."""
+
+
+# -- configuration --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DataConfig:
+    """How views are drawn and augmented."""
+
+    crop_px: int = 128
+    """Side of the augmented views (pixels)."""
+    scale: tuple[float, float] = (0.08, 1.0)
+    """Random resized crop: range of the crop area as a share of the patch."""
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    """Random resized crop: range of the aspect ratio."""
+    flip: bool = True
+    """Random horizontal and vertical flips."""
+    blur_prob: float = 0.5
+    """Probability of a Gaussian blur (sigma uniform in ``blur_sigma``)."""
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    temporal_pairs: bool = True
+    """Positive pair = two timestamps of a location where it has two or more."""
+    num_workers: int = 0
+    """DataLoader worker processes per training process."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser and learning-rate schedule (per optimiser step)."""
+
+    name: str = "adamw"
+    """``sgd`` or ``adamw``."""
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    """SGD momentum."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    schedule: str = "cosine"
+    """``constant``, ``cosine`` (to 0 at the end) or ``multistep``."""
+    warmup: float = 0.0
+    """Share of the run with a linear warm-up from 0."""
+    milestones: tuple[float, ...] = (0.6, 0.8)
+    """``multistep``: shares of the run at which the rate is multiplied by ``gamma``."""
+    gamma: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Run length, batch, precision and bookkeeping."""
+
+    batch_size: int = 64
+    """Samples per process and micro-batch."""
+    accumulate: int = 1
+    """Micro-batches per optimiser step (gradient accumulation)."""
+    epochs: int = 100
+    max_steps: int = 0
+    """Optimiser steps of the run (overrides ``epochs`` when > 0; schedules end there)."""
+    precision: str = "auto"
+    """``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``bf16`` or ``fp32``."""
+    compile: bool = False
+    """``torch.compile`` the training forward (GPU)."""
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """A pretraining run: method and backbone (name + keyword arguments) and three sections.
+
+    ``backbone.name`` is a name known to :func:`spectralearth_build.train.models.build_backbone`
+    or ``module:callable`` for any other constructor.
+    """
+
+    method: str
+    method_kw: dict[str, Any] = field(default_factory=dict)
+    backbone: str = "spec_vit_s"
+    backbone_kw: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": {"name": self.method, **self.method_kw},
+            "backbone": {"name": self.backbone, **self.backbone_kw},
+            "data": _plain(dataclasses.asdict(self.data)),
+            "optim": _plain(dataclasses.asdict(self.optim)),
+            "train": _plain(dataclasses.asdict(self.train)),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PretrainConfig:
+        d = dict(d or {})
+        unknown = set(d) - {"method", "backbone", "data", "optim", "train"}
+        if unknown:
+            raise ConfigError(f"unknown config section(s): {sorted(unknown)}")
+        method = dict(d.get("method") or {})
+        name = method.pop("name", None)
+        if name not in METHODS:
+            raise ConfigError(f"method.name must be one of {sorted(METHODS)}, got {name!r}")
+        backbone = dict(d.get("backbone") or {})
+        bname = backbone.pop("name", "spec_vit_s")
+        return cls(
+            method=str(name),
+            method_kw=method,
+            backbone=str(bname),
+            backbone_kw=backbone,
+            data=_tuples(_section(DataConfig, d.get("data"), "data")),
+            optim=_tuples(_section(OptimConfig, d.get("optim"), "optim")),
+            train=_section(TrainConfig, d.get("train"), "train"),
+        )
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> PretrainConfig:
+        """Read ``path``; ``overrides`` maps ``section.key`` to a value (``train.max_steps``)."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"config {path} must be a mapping of sections")
+        for key, value in (overrides or {}).items():
+            section, _, name = key.partition(".")
+            data.setdefault(section, {})[name] = value
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+
+
+def _plain(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def _tuples(cfg: Any) -> Any:
+    """Lists read from YAML as tuples (the dataclasses are frozen and hashable)."""
+    fixed = {k: tuple(v) for k, v in dataclasses.asdict(cfg).items() if isinstance(v, list)}
+    return dataclasses.replace(cfg, **fixed)
+
+
+# -- building blocks ------------------------------------------------------------------------------
+def make_backbone(name: str, **kw: Any) -> nn.Module:
+    """A backbone by registry name or ``module:callable``."""
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            return getattr(importlib.import_module(module), attr)(**kw)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"backbone {name!r}: {exc}") from exc
+    from .models import build_backbone
+
+    return build_backbone(name, **kw)
+
+
+def lr_at(step: int, total: int, cfg: OptimConfig) -> float:
+    """Learning rate of optimiser step ``step`` (0-based) of a ``total``-step run."""
+    warm = int(round(cfg.warmup * total))
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "cosine":
+        t = (step - warm) / max(1, total - warm)
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * t))
+    if cfg.schedule == "multistep":
+        n = sum(step >= int(round(m * total)) for m in cfg.milestones)
+        return cfg.lr * cfg.gamma**n
+    raise ConfigError(f"optim.schedule must be constant, cosine or multistep, got {cfg.schedule!r}")
+
+
+def make_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))  # type: ignore[arg-type]
+    raise ConfigError(f"optim.name must be sgd or adamw, got {cfg.name!r}")
+
+
+class PairViews(torch.utils.data.Dataset):
+    """Item ``(epoch, location)`` -> int16 ``(V, C, P, P)``: ``V`` timestamps of the location.
+
+    ``V = 2``: two different timestamps where the location has two or more (and
+    ``temporal=True``), else one timestamp twice.  ``V = 1``: one timestamp.  The choice is
+    seeded by ``(seed, epoch, location)``.
+    """
+
+    def __init__(self, dataset: Any, n_views: int, temporal: bool, seed: int):
+        self.dataset = dataset
+        self.n_views = n_views
+        self.temporal = temporal
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def timestamps(self, epoch: int, i: int) -> list[int]:
+        n = self.dataset.n_views_at(i)
+        rng = np.random.default_rng(_seed_of(self.seed, "views", epoch, i))
+        if self.n_views == 1:
+            return [int(rng.integers(n))]
+        if self.temporal and n >= 2:
+            return [int(t) for t in rng.choice(n, size=2, replace=False)]
+        t = int(rng.integers(n))
+        return [t] * self.n_views
+
+    def __getitem__(self, key: tuple[int, int]) -> Tensor:
+        epoch, i = key
+        return torch.from_numpy(
+            np.ascontiguousarray(self.dataset.read_views(i, self.timestamps(epoch, i)))
+        )
+
+
+class StepSampler(torch.utils.data.Sampler):
+    """Micro-batches of ``(epoch, location)`` keys for one process, from step ``start_step``.
+
+    Args:
+        n: locations.
+        batch_size: samples per micro-batch.
+        accumulate: micro-batches per step.
+        world, rank: processes and this one's rank.
+        seed: permutation seed.
+        start_step, stop_step: the optimiser steps to cover.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        accumulate: int,
+        world: int,
+        rank: int,
+        seed: int,
+        start_step: int,
+        stop_step: int,
+    ):
+        self.n, self.b, self.k, self.world, self.rank = n, batch_size, accumulate, world, rank
+        self.seed, self.start, self.stop = seed, start_step, stop_step
+        self.global_batch = batch_size * accumulate * world
+        self.steps_per_epoch = n // self.global_batch
+
+    def __len__(self) -> int:
+        return (self.stop - self.start) * self.k
+
+    def __iter__(self) -> Any:
+        perm, perm_epoch = None, -1
+        for step in range(self.start, self.stop):
+            epoch, j = divmod(step, self.steps_per_epoch)
+            if epoch != perm_epoch:
+                perm = np.random.default_rng(_seed_of(self.seed, "perm", epoch)).permutation(self.n)
+                perm_epoch = epoch
+            assert perm is not None
+            base = j * self.global_batch + self.rank * self.b * self.k
+            for m in range(self.k):
+                lo = base + m * self.b
+                yield [(epoch, int(i)) for i in perm[lo : lo + self.b]]
+
+
+def _crop_grids(
+    rand: StepRandom, purpose: str, n: int, size: int, cfg: DataConfig, device: torch.device
+) -> Tensor:
+    """Sampling grids ``(n, size, size, 2)`` of random resized crops and flips."""
+    u = rand.uniform(purpose, 6).to(device)
+    log_r = math.log(cfg.ratio[0]) + u[:, 1] * (math.log(cfg.ratio[1]) - math.log(cfg.ratio[0]))
+    area = cfg.scale[0] + u[:, 0] * (cfg.scale[1] - cfg.scale[0])
+    ratio = torch.exp(log_r)
+    w = torch.sqrt(area * ratio).clamp(max=1.0)
+    h = torch.sqrt(area / ratio).clamp(max=1.0)
+    cx = (u[:, 2] * (1 - w) + w / 2) * 2 - 1
+    cy = (u[:, 3] * (1 - h) + h / 2) * 2 - 1
+    sx = torch.where(u[:, 4] < 0.5, -w, w) if cfg.flip else w
+    sy = torch.where(u[:, 5] < 0.5, -h, h) if cfg.flip else h
+    theta = torch.zeros(n, 2, 3, device=device)
+    theta[:, 0, 0], theta[:, 0, 2] = sx, cx
+    theta[:, 1, 1], theta[:, 1, 2] = sy, cy
+    return F.affine_grid(theta, [n, 1, size, size], align_corners=False)
+
+
+def _blur(x: Tensor, rand: StepRandom, purpose: str, cfg: DataConfig) -> Tensor:
+    """Per-sample Gaussian blur with probability ``blur_prob`` (separable, kernel 5)."""
+    if cfg.blur_prob <= 0:
+        return x
+    n, c, h, w = x.shape
+    u = rand.uniform(purpose, 2).to(x.device)
+    sigma = cfg.blur_sigma[0] + u[:, 1] * (cfg.blur_sigma[1] - cfg.blur_sigma[0])
+    r = torch.arange(-2, 3, device=x.device, dtype=x.dtype)
+    k = torch.exp(-(r[None] ** 2) / (2 * sigma[:, None] ** 2))
+    k = k / k.sum(1, keepdim=True)
+    ident = torch.zeros_like(k)
+    ident[:, 2] = 1
+    k = torch.where((u[:, :1] < cfg.blur_prob), k, ident)  # (n, 5)
+    kk = k.repeat_interleave(c, dim=0)  # (n * c, 5)
+    y = x.reshape(1, n * c, h, w)
+    y = F.conv2d(F.pad(y, (2, 2, 0, 0), mode="reflect"), kk[:, None, None, :], groups=n * c)
+    y = F.conv2d(F.pad(y, (0, 0, 2, 2), mode="reflect"), kk[:, None, :, None], groups=n * c)
+    return y.reshape(n, c, h, w)
+
+
+def augment(
+    batch: Tensor, rand: StepRandom, cfg: DataConfig, mean: Tensor, std: Tensor
+) -> list[Tensor]:
+    """int16 ``(B, V, C, P, P)`` -> ``V`` float ``(B, C, crop, crop)`` views, standardised."""
+    x = batch.to(torch.float32)
+    views = []
+    for v in range(x.shape[1]):
+        grid = _crop_grids(rand, f"crop{v}", x.shape[0], cfg.crop_px, cfg, x.device)
+        y = F.grid_sample(
+            x[:, v], grid, mode="bilinear", padding_mode="border", align_corners=False
+        )
+        y = _blur(y, rand, f"blur{v}", cfg)
+        views.append((y - mean[None, :, None, None]) / std[None, :, None, None])
+    return views
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+def _rng_state() -> dict[str, Any]:
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`pretrain` (clear error if it is not one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainInputError(f"{path}: no such checkpoint")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise TrainInputError(f"{path}: not a checkpoint written by spectralearth-train pretrain")
+    return ckpt
+
+
+# -- the loop -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`pretrain` did."""
+
+    out: str
+    start_step: int
+    steps: int
+    """Last optimiser step done + 1."""
+    total_steps: int
+    losses: list[float]
+    """Loss of every logged step of this invocation (mean over ranks)."""
+    samples_per_s: float
+    checkpoint: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _device(requested: str | None, local_rank: int) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def pretrain(
+    cfg: PretrainConfig,
+    data: str | Path,
+    out: str | Path,
+    resume: bool | str | Path = False,
+    stop_at: int | None = None,
+    device: str | None = None,
+    progress: bool = False,
+) -> RunResult:
+    """Pretrain ``cfg.method`` on the store ``data``; write checkpoints and logs under ``out``.
+
+    Args:
+        cfg: the run configuration.
+        data: folder written by ``build-dataset``.
+        out: run folder (created).
+        resume: ``True`` to continue from ``out/checkpoints/last.pt``, or a checkpoint path.
+        stop_at: stop after this many optimiser steps in total (an interruption; the schedule
+            still spans the whole run).
+        device: ``cpu``, ``cuda``, ``cuda:1``...; default: this process's GPU if any, else CPU.
+        progress: show a tqdm bar (loss, samples/s, ETA) on rank 0.
+    """
+    from ..dataset import open_dataset
+
+    rank_env = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = _device(device, rank_env)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    rank, _, world = tdist.init_from_env(str(dev))
+    out = Path(out)
+    tc = cfg.train
+
+    ds = open_dataset(data)
+    global_batch = tc.batch_size * tc.accumulate * world
+    if len(ds) < global_batch:
+        raise TrainInputError(
+            f"{data}: {len(ds)} locations, fewer than one global batch of {global_batch}"
+        )
+    steps_per_epoch = len(ds) // global_batch
+    total = int(tc.max_steps) if tc.max_steps else tc.epochs * steps_per_epoch
+    stop = min(total, stop_at) if stop_at is not None else total
+
+    torch.manual_seed(tc.seed)
+    backbone = make_backbone(cfg.backbone, **cfg.backbone_kw)
+    try:
+        method = build_method(cfg.method, backbone, total, **cfg.method_kw)
+    except TypeError as exc:
+        raise ConfigError(f"method {cfg.method}: {exc}") from exc
+    method = tdist.convert_sync_batchnorm(method, dev)
+    assert isinstance(method, Method)
+    method.to(dev).train()
+    params = [p for p in method.parameters() if p.requires_grad]
+    opt = make_optimizer(params, cfg.optim)
+
+    start = 0
+    ckpt_dir = out / "checkpoints"
+    if resume:
+        path = ckpt_dir / "last.pt" if resume is True else Path(resume)
+        ckpt = load_checkpoint(path)
+        if ckpt["config"] != cfg.to_dict() or ckpt["global_batch"] != global_batch:
+            raise ConfigError(
+                f"{path}: written with another config or global batch; resume with the same ones"
+            )
+        method.load_state_dict(ckpt["method"])
+        opt.load_state_dict(ckpt["optimizer"])
+        start = int(ckpt["step"])
+        _set_rng_state(ckpt["rng"])
+
+    mean = torch.as_tensor(ds.band_mean, dtype=torch.float32, device=dev)
+    std = torch.as_tensor(ds.band_std, dtype=torch.float32, device=dev).clamp_min(1e-6)
+
+    model: Any = method
+    if world > 1:
+        model = _ddp(method, dev)
+    if tc.compile:
+        model = torch.compile(model)
+    bf16 = tc.precision == "bf16" or (tc.precision == "auto" and dev.type == "cuda")
+    autocast = (
+        (lambda: torch.autocast(device_type=dev.type, dtype=torch.bfloat16))
+        if bf16
+        else nullcontext
+    )
+
+    sampler = StepSampler(len(ds), tc.batch_size, tc.accumulate, world, rank, tc.seed, start, stop)
+    views_ds = PairViews(ds, method.n_views, cfg.data.temporal_pairs, tc.seed)
+    loader = torch.utils.data.DataLoader(
+        views_ds,
+        batch_sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        pin_memory=dev.type == "cuda",
+        persistent_workers=False,
+    )
+
+    is_main = rank == 0
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    log_path = out / "log.csv"
+    log_fields = ["step", "epoch", "loss", "lr", "samples_per_s", "elapsed_s"]
+    log_rows: list[dict[str, Any]] = []
+    if is_main and start > 0 and log_path.exists():
+        with log_path.open() as f:
+            log_rows = [r for r in csv.DictReader(f) if int(r["step"]) < start]
+
+    bar = None
+    if progress and is_main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+
+    losses: list[float] = []
+    last_ckpt: str | None = None
+    t0 = time.perf_counter()
+    t_log, n_log = t0, 0
+    it = iter(loader)
+    step = start
+    for step in range(start, stop):
+        lr = lr_at(step, total, cfg.optim)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        pending = []
+        loss_sum = torch.zeros((), device=dev)
+        for m in range(tc.accumulate):
+            batch = next(it).to(dev, non_blocking=True)
+            lo = rank * tc.batch_size * tc.accumulate + m * tc.batch_size
+            rand = StepRandom(tc.seed, step, global_batch, lo, lo + batch.shape[0], str(dev))
+            views = augment(batch, rand, cfg.data, mean, std)[: method.n_views]
+            sync = world > 1 and m < tc.accumulate - 1
+            with model.no_sync() if sync and hasattr(model, "no_sync") else nullcontext():
+                with autocast():
+                    loss, pend = model(views, rand, step)
+                (loss / tc.accumulate).backward()
+            pending.append(pend)
+            loss_sum += loss.detach()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        method.after_step(pending, step)
+        n_log += global_batch
+
+        done = step + 1
+        if done % tc.log_every == 0 or done == stop:
+            loss_val = float(tdist.all_reduce_mean(loss_sum / tc.accumulate).item())
+            now = time.perf_counter()
+            sps = n_log / max(now - t_log, 1e-9)
+            t_log, n_log = now, 0
+            losses.append(loss_val)
+            row = {
+                "step": done,
+                "epoch": f"{done / steps_per_epoch:.4f}",
+                "loss": f"{loss_val:.6g}",
+                "lr": f"{lr:.6g}",
+                "samples_per_s": f"{sps:.2f}",
+                "elapsed_s": f"{now - t0:.2f}",
+            }
+            for k, v in method.schedule_values(step).items():
+                row[k] = f"{v:.6g}"
+                if k not in log_fields:
+                    log_fields.append(k)
+            log_rows.append(row)
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss_val:.4f}", samples_s=f"{sps:.1f}")
+        if bar is not None:
+            bar.update(1)
+        if is_main and (done % tc.checkpoint_every == 0 or done == stop):
+            payload = {
+                "format": CHECKPOINT_FORMAT,
+                "config": cfg.to_dict(),
+                "step": done,
+                "total_steps": total,
+                "global_batch": global_batch,
+                "world_size": world,
+                "method": method.state_dict(),
+                "optimizer": opt.state_dict(),
+                "rng": _rng_state(),
+                "encoder_prefix": "backbone.",
+                "band_mean": ds.band_mean.tolist(),
+                "band_std": ds.band_std.tolist(),
+            }
+            path = ckpt_dir / f"step_{done:07d}.pt"
+            save_checkpoint(path, payload)
+            save_checkpoint(ckpt_dir / "last.pt", payload)
+            last_ckpt = str(path)
+            _write_log(log_path, log_fields, log_rows)
+    if bar is not None:
+        bar.close()
+    elapsed = time.perf_counter() - t0
+    n_steps = max(stop - start, 0)
+    result = RunResult(
+        out=str(out),
+        start_step=start,
+        steps=stop,
+        total_steps=total,
+        losses=losses,
+        samples_per_s=n_steps * global_batch / max(elapsed, 1e-9),
+        checkpoint=last_ckpt,
+    )
+    if is_main:
+        _write_log(log_path, log_fields, log_rows)
+        summary = {
+            **result.to_dict(),
+            "world_size": world,
+            "global_batch": global_batch,
+            "device": str(dev),
+            "config": cfg.to_dict(),
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return result
+
+
+def _ddp(method: nn.Module, dev: torch.device) -> nn.Module:
+    """DDP without per-forward buffer broadcasts.
+
+    The methods keep queue, centre and BN statistics equal on every rank themselves.
+    """
+    import inspect
+
+    ddp = nn.parallel.DistributedDataParallel
+    kw: dict[str, Any] = {"device_ids": [dev.index] if dev.type == "cuda" else None}
+    if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters:
+        kw["forward_sync_buffers"] = False  # torch >= 2.14 (buffers are equal at init)
+    else:
+        kw["broadcast_buffers"] = False
+    return ddp(method, **kw)
+
+
+def _write_log(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
