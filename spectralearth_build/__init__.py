@@ -13,8 +13,8 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "open_dataset"]
 
 
-def open_dataset(path: Any) -> Any:
+def open_dataset(path: Any, task: Any = None, split: Any = None, scheme: str = "spatial") -> Any:
     """Open a dataset written by ``build-dataset`` (see :mod:`spectralearth_build.dataset`)."""
     from .dataset import open_dataset as _open
 
-    return _open(path)
+    return _open(path, task=task, split=split, scheme=scheme)

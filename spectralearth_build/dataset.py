@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import IncompleteDatasetError, InputError
+from .labels.loader import LabelReader, TaskView
 
 STORE_NAME = "data.zarr"
 ARRAY_NAME = "images"
@@ -46,6 +47,8 @@ class Dataset:
         self._times = self.views["time"].dt.tz_localize(None).to_numpy().astype("datetime64[s]")
         self._products = self.views["product"].to_numpy()
         self._array: Any = None
+        self.labels = LabelReader(self.path, self.attrs)
+        """Label masks, tasks and splits (:mod:`spectralearth_build.labels.loader`)."""
 
     # -- metadata ---------------------------------------------------------------------------
     @property
@@ -88,7 +91,8 @@ class Dataset:
         """Location ``i`` as a dict.
 
         ``image`` int16 ``(T, C, P, P)`` (time ascending), ``times`` (datetime64[s]),
-        ``products``, ``crs``, ``transform`` (6 coefficients), ``patch_id``.
+        ``products``, ``crs``, ``transform`` (6 coefficients), ``patch_id``, ``labels``
+        (``NAME -> (P, P)`` raw codes of the labels paired with this location).
         """
         n_loc = len(self)
         if not -n_loc <= i < n_loc:
@@ -105,6 +109,7 @@ class Dataset:
             "crs": str(row["crs"]),
             "transform": tuple(float(v) for v in row["transform"]),
             "patch_id": int(row["patch_id"]),
+            "labels": self.labels.masks_at(i),
         }
 
     def n_views_at(self, i: int) -> int:
@@ -140,6 +145,22 @@ class Dataset:
         return f"Dataset({str(self.path)!r}, locations={len(self)}, views={len(self.views)})"
 
 
-def open_dataset(path: str | Path) -> Dataset:
-    """Open a dataset folder written by ``build-dataset``."""
-    return Dataset(path)
+def open_dataset(
+    path: str | Path, task: str | None = None, split: str | None = None, scheme: str = "spatial"
+) -> Dataset | TaskView:
+    """Open a dataset folder written by ``build-dataset``.
+
+    Args:
+        path: the dataset folder.
+        task: a task of the paired labels (``corine``, ``cdl``, ``nlcd`` or a generic label's
+            name): only its labelled locations, each item with ``label`` added (see
+            :class:`~spectralearth_build.labels.loader.TaskView`).
+        split: ``train``, ``val`` or ``test`` of ``scheme`` (needs ``task``).
+        scheme: ``spatial`` (no source product or block in two splits) or ``random``.
+    """
+    ds = Dataset(path)
+    if task is None:
+        if split is not None:
+            raise InputError("a split needs a task: open_dataset(path, task=..., split=...)")
+        return ds
+    return TaskView(ds, task, split, scheme)

@@ -10,6 +10,7 @@ import click
 
 from .. import __version__
 from .build import build_command
+from .labels import labels_command
 from .plan import plan_command
 from .scan import scan_command
 from .synth import synth_command
@@ -25,6 +26,7 @@ main.add_command(synth_command, "synth")
 main.add_command(scan_command, "scan")
 main.add_command(plan_command, "plan")
 main.add_command(build_command, "build")
+main.add_command(labels_command, "labels")
 
 
 def build_dataset_main() -> None:

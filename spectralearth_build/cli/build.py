@@ -25,6 +25,7 @@ from .common import (
     tiles_option,
     user_errors,
 )
+from .labels import labels_option, parse_labels, print_label_summary, run_pairing
 
 
 def _human_bytes(n: int) -> str:
@@ -89,6 +90,7 @@ def print_build_summary(report: BuildReport) -> None:
     is_flag=True,
     help="Exit 0 even if products were skipped as invalid (default: exit status 3).",
 )
+@labels_option
 @quiet_option
 @user_errors
 def build_command(
@@ -99,6 +101,7 @@ def build_command(
     scheduler: str | None,
     resume: bool,
     allow_invalid: bool,
+    label_options: tuple[str, ...],
     quiet: bool,
 ) -> None:
     """Build a dataset from a folder of EnMAP L2A products: scan, plan, extract to OUT."""
@@ -107,6 +110,7 @@ def build_command(
     if not tiles.exists():
         raise InputError(f"--tiles {tiles}: no such file or folder")
     config = load_config(config_path)
+    label_specs = parse_labels(label_options)
     report = build_dataset(
         tiles,
         out,
@@ -118,6 +122,8 @@ def build_command(
         log=None if quiet else click.echo,
     )
     print_build_summary(report)
+    if label_specs:
+        print_label_summary(run_pairing(out, label_specs, workers, scheduler, show_progress(quiet)))
     if report.invalid_products and not allow_invalid:
         click.echo(
             f"exit status {report.exit_status}: products were skipped as invalid "

@@ -1,0 +1,323 @@
+"""Batched device-side transforms: int16 in, normalised and augmented float32 out.
+
+The loader delivers int16 batches; they cross to the device as int16 (half the bytes of float32)
+and everything else runs there, batched, with a random draw per sample:
+
+1. **Normalise** with the store's per-band mean and std (raw int16 units):
+   ``(x - mean) / std`` in float32.
+2. **Random resized crop and flips in one warp.**  Crop boxes follow torchvision's
+   ``RandomResizedCrop`` rule (area fraction uniform in ``crop_scale``, log aspect ratio uniform
+   in ``crop_ratio``, ten tries, then a centre crop); a horizontal or vertical flip swaps the
+   box's corners, so one bilinear ``kornia.geometry.transform.crop_and_resize`` does both.
+3. **Gaussian blur** with probability ``blur``, sigma uniform in ``blur_sigma`` per sample
+   (``kornia.filters.gaussian_blur2d``, reflect border), kernel ``size // 10`` rounded to odd as
+   in SpectralEarth's MoCo recipe.
+
+Normalising first is exact: cropping, resizing and blurring take convex combinations of pixels,
+which commute with a per-band affine map.  No colour jitter: it would distort spectra.
+
+All random parameters are drawn on the CPU from a ``torch.Generator`` (the module's own, seeded
+by ``seed`` and :meth:`DeviceTransform.set_epoch`, or one passed in), so a seed gives the same
+augmentations on CUDA and on the CPU fallback.  :meth:`DeviceTransform.pair` augments the two
+views of a pair with independent draws.  A label mask given with the image is warped with the
+same crop and flips (nearest neighbour), never blurred.
+
+Recipes (SpectralEarth's configs): ``moco`` and ``dino`` RRC(0.08, 1) + blur(p 0.5, sigma
+0.1..2) + flips; ``mae`` RRC(0.4, 1) + flips.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random augmentation of a batch (probabilities in 0..1, sizes in pixels)."""
+
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    """Area of the crop as a fraction of the image."""
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    """Aspect ratio (width / height) of the crop."""
+    size: int | None = None
+    """Output side; default the input's side."""
+    hflip: float = 0.5
+    vflip: float = 0.5
+    blur: float = 0.5
+    """Probability of a Gaussian blur."""
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    """Range of the blur's standard deviation, in output pixels."""
+    blur_kernel: int | None = None
+    """Odd kernel side; default ``size // 10`` made odd (13 for 128 px)."""
+
+    def __post_init__(self) -> None:
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise InputError(f"crop_scale must satisfy 0 < lo <= hi <= 1, got {self.crop_scale}")
+        if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+            raise InputError(f"crop_ratio must satisfy 0 < lo <= hi, got {self.crop_ratio}")
+        for name in ("hflip", "vflip", "blur"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise InputError(f"{name} is a probability, got {getattr(self, name)}")
+        if not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
+            raise InputError(f"blur_sigma must satisfy 0 < lo <= hi, got {self.blur_sigma}")
+        if self.blur_kernel is not None and (self.blur_kernel < 1 or self.blur_kernel % 2 == 0):
+            raise InputError(f"blur_kernel must be odd and positive, got {self.blur_kernel}")
+        if self.size is not None and self.size < 1:
+            raise InputError(f"size must be positive, got {self.size}")
+
+    def kernel_for(self, size: int) -> int:
+        """Blur kernel side for an output of ``size`` pixels."""
+        return self.blur_kernel if self.blur_kernel is not None else size // 10 // 2 * 2 + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AugmentConfig:
+        d = dict(d)
+        for k in ("crop_scale", "crop_ratio", "blur_sigma"):
+            if k in d:
+                d[k] = tuple(float(v) for v in d[k])
+        return cls(**d)
+
+
+RECIPES: dict[str, AugmentConfig] = {
+    "moco": AugmentConfig(crop_scale=(0.08, 1.0), blur=0.5),
+    "dino": AugmentConfig(crop_scale=(0.08, 1.0), blur=0.5),
+    "mae": AugmentConfig(crop_scale=(0.4, 1.0), blur=0.0),
+}
+"""SpectralEarth's augmentation recipes by method."""
+
+
+def recipe(name: str) -> AugmentConfig:
+    """The augmentation recipe ``name`` (one of :data:`RECIPES`)."""
+    if name not in RECIPES:
+        raise InputError(
+            f"unknown augmentation recipe {name!r} (expected one of {sorted(RECIPES)})"
+        )
+    return RECIPES[name]
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Per-sample draws of one augmentation of a batch of ``B`` images (CPU tensors)."""
+
+    boxes: Tensor
+    """float64 ``(B, 4)``: crop ``(y0, x0, h, w)`` in input pixels."""
+    hflip: Tensor
+    """bool ``(B,)``."""
+    vflip: Tensor
+    """bool ``(B,)``."""
+    sigma: Tensor
+    """float64 ``(B,)``: blur standard deviation, 0 for no blur."""
+
+
+def sample_params(
+    config: AugmentConfig, batch: int, height: int, width: int, generator: torch.Generator
+) -> AugmentParams:
+    """Draw the crops, flips and blurs of ``batch`` images of ``height`` x ``width`` pixels."""
+    g = generator
+    tries = 10
+    area = height * width
+    scale = torch.empty(batch, tries, dtype=torch.float64)
+    scale.uniform_(config.crop_scale[0], config.crop_scale[1], generator=g)
+    log_r = torch.empty(batch, tries, dtype=torch.float64)
+    log_r.uniform_(math.log(config.crop_ratio[0]), math.log(config.crop_ratio[1]), generator=g)
+    ratio = torch.exp(log_r)
+    w = torch.round(torch.sqrt(area * scale * ratio))
+    h = torch.round(torch.sqrt(area * scale / ratio))
+    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = torch.argmax(ok.to(torch.int8), dim=1)
+    rows = torch.arange(batch)
+    w, h, found = w[rows, first], h[rows, first], ok.any(dim=1)
+    # fallback of torchvision: the largest centred crop within the ratio bounds
+    in_ratio = width / height
+    if in_ratio < config.crop_ratio[0]:
+        fw, fh = width, round(width / config.crop_ratio[0])
+    elif in_ratio > config.crop_ratio[1]:
+        fw, fh = round(height * config.crop_ratio[1]), height
+    else:
+        fw, fh = width, height
+    w = torch.where(found, w, torch.tensor(float(fw), dtype=torch.float64))
+    h = torch.where(found, h, torch.tensor(float(fh), dtype=torch.float64))
+    u = torch.rand(batch, 2, dtype=torch.float64, generator=g)
+    y0 = torch.floor(u[:, 0] * (height - h + 1))
+    x0 = torch.floor(u[:, 1] * (width - w + 1))
+    y0 = torch.where(found, y0, torch.floor((height - h) / 2))
+    x0 = torch.where(found, x0, torch.floor((width - w) / 2))
+    flips = torch.rand(batch, 2, dtype=torch.float64, generator=g)
+    blur = torch.rand(batch, 2, dtype=torch.float64, generator=g)
+    lo, hi = config.blur_sigma
+    sigma = torch.where(blur[:, 0] < config.blur, lo + (hi - lo) * blur[:, 1], 0.0)
+    return AugmentParams(
+        boxes=torch.stack([y0, x0, h, w], dim=1),
+        hflip=flips[:, 0] < config.hflip,
+        vflip=flips[:, 1] < config.vflip,
+        sigma=sigma,
+    )
+
+
+def _corners(params: AugmentParams) -> Tensor:
+    """``(B, 4, 2)`` box corners ``(x, y)`` in kornia's order, swapped where flipped."""
+    y0, x0, h, w = params.boxes.unbind(1)
+    x1, y1 = x0 + w - 1, y0 + h - 1
+    left = torch.where(params.hflip, x1, x0)
+    right = torch.where(params.hflip, x0, x1)
+    top = torch.where(params.vflip, y1, y0)
+    bottom = torch.where(params.vflip, y0, y1)
+    # top-left, top-right, bottom-right, bottom-left of the output
+    return torch.stack(
+        [
+            torch.stack([left, top], 1),
+            torch.stack([right, top], 1),
+            torch.stack([right, bottom], 1),
+            torch.stack([left, bottom], 1),
+        ],
+        dim=1,
+    )
+
+
+def apply_params(
+    x: Tensor, params: AugmentParams, config: AugmentConfig, mask: Tensor | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """Augment ``x`` float ``(B, C, H, W)`` (and ``mask`` ``(B, H, W)``) with drawn ``params``.
+
+    Returns the image ``(B, C, S, S)`` and the mask ``(B, S, S)`` (same dtype as given) or None.
+    """
+    from kornia.filters import gaussian_blur2d
+    from kornia.geometry.transform import crop_and_resize
+
+    size = config.size or x.shape[-1]
+    corners = _corners(params).to(device=x.device, dtype=torch.float32)
+    out = crop_and_resize(x, corners, (size, size), mode="bilinear", align_corners=True)
+    blurred = torch.nonzero(params.sigma > 0).flatten()
+    if len(blurred):
+        k = config.kernel_for(size)
+        idx = blurred.to(x.device)
+        sig = params.sigma[blurred].to(device=x.device, dtype=x.dtype)[:, None].expand(-1, 2)
+        out[idx] = gaussian_blur2d(out[idx], (k, k), sig.contiguous(), border_type="reflect")
+    out_mask = None
+    if mask is not None:
+        m = crop_and_resize(
+            mask[:, None].to(torch.float32),
+            corners,
+            (size, size),
+            mode="nearest",
+            align_corners=True,
+        )
+        out_mask = m[:, 0].round().to(mask.dtype)
+    return out, out_mask
+
+
+class DeviceTransform(nn.Module):
+    """int16 batch -> normalised (and augmented) float32 batch on ``device``.
+
+    Args:
+        mean, std: per-band statistics ``(C,)`` in raw int16 units (``dataset.band_mean``,
+            ``dataset.band_std``).
+        augment: an :class:`AugmentConfig`, a recipe name (``moco``, ``dino``, ``mae``), or None
+            to normalise only (evaluation).
+        seed: seed of the module's generator (see :meth:`set_epoch`).
+        device: where to run (default: CUDA when available, else CPU).
+    """
+
+    mean: Tensor
+    inv_std: Tensor
+
+    def __init__(
+        self,
+        mean: Any,
+        std: Any,
+        augment: AugmentConfig | str | None = None,
+        *,
+        seed: int = 0,
+        device: str | torch.device | None = None,
+    ):
+        super().__init__()
+        mean_t = torch.as_tensor(np.asarray(mean, dtype=np.float32))
+        std_t = torch.as_tensor(np.asarray(std, dtype=np.float32))
+        if mean_t.ndim != 1 or mean_t.shape != std_t.shape:
+            raise InputError(
+                f"mean and std must be (C,) vectors, got {mean_t.shape}, {std_t.shape}"
+            )
+        if (std_t <= 0).any():
+            raise InputError("std must be positive in every band")
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.register_buffer("mean", mean_t[:, None, None].to(self.device), persistent=False)
+        self.register_buffer(
+            "inv_std", (1 / std_t)[:, None, None].to(self.device), persistent=False
+        )
+        self.config = recipe(augment) if isinstance(augment, str) else augment
+        self.seed = int(seed)
+        self.generator = torch.Generator()
+        self.set_epoch(0)
+
+    @classmethod
+    def from_dataset(cls, dataset: Any, augment: AugmentConfig | str | None = None, **kw: Any):
+        """A transform with ``dataset.band_mean`` / ``band_std`` (of its selected bands)."""
+        return cls(dataset.band_mean, dataset.band_std, augment, **kw)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed the generator from ``(seed, epoch)``: an epoch's draws do not depend on others."""
+        state = np.random.SeedSequence([self.seed, int(epoch)]).generate_state(2, dtype=np.uint32)
+        self.generator.manual_seed(int(state[0]) << 32 | int(state[1]))
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """float32 ``(x - mean) / std`` on the device; ``x`` ``(..., C, H, W)`` int16 or float."""
+        x = x.to(self.device, non_blocking=True)
+        return (x.to(torch.float32) - self.mean) * self.inv_std
+
+    def augment(
+        self, x: Tensor, mask: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Augment normalised ``x`` ``(B, C, H, W)`` (and its mask) with fresh draws."""
+        if self.config is None:
+            return x, mask
+        b, _, h, w = x.shape
+        params = sample_params(self.config, b, h, w, generator or self.generator)
+        if mask is not None:
+            mask = mask.to(self.device, non_blocking=True)
+        return apply_params(x, params, self.config, mask)
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``x`` int16 ``(B, C, H, W)`` -> float32 ``(B, C, S, S)`` on the device."""
+        return self.augment(self.normalize(x), generator=generator)[0]
+
+    def with_mask(
+        self, x: Tensor, mask: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Image and label mask ``(B, H, W)`` augmented with the same crops and flips."""
+        out, m = self.augment(self.normalize(x), mask, generator)
+        assert m is not None
+        return out, m
+
+    def pair(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Two independently augmented views.
+
+        ``x`` int16 ``(B, 2, C, H, W)`` (a :class:`~.data.TemporalPair` batch: view 0, view 1)
+        or ``(B, C, H, W)`` (one view, augmented twice).  Returns two float32 ``(B, C, S, S)``.
+        """
+        xn = self.normalize(x)
+        if xn.ndim == 5:
+            if xn.shape[1] != 2:
+                raise InputError(f"a pair batch has 2 views on axis 1, got shape {tuple(x.shape)}")
+            a, b = xn[:, 0], xn[:, 1]
+        else:
+            a = b = xn
+        return self.augment(a, generator=generator)[0], self.augment(b, generator=generator)[0]
+
+    def extra_repr(self) -> str:
+        cfg = self.config.to_dict() if self.config is not None else None
+        return f"bands={self.mean.shape[0]}, device={self.device}, augment={cfg}"

@@ -1,0 +1,224 @@
+"""Labels on a tiny synthetic dataset: pairing, the loader contract, splits."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.warp import Resampling, reproject
+
+from spectralearth_build import open_dataset
+from spectralearth_build.build import build_dataset
+from spectralearth_build.config import BuildConfig
+from spectralearth_build.errors import InputError
+from spectralearth_build.labels.presets import task_table
+from spectralearth_build.labels.spec import parse_label_option
+from spectralearth_build.labels.splits import SplitConfig
+from spectralearth_build.labels.store import pair_labels
+
+CONFIG = {"plan": {"patch_px": 32}, "extract": {"max_unit_patches": 3, "locations_per_shard": 2}}
+SPLITS = SplitConfig(block_m=1000.0)
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> Any:
+    from spectralearth_build.synth import make_archive
+
+    root = tmp_path_factory.mktemp("synth") / "tiles"
+    return make_archive(root, preset="tiny", seed=0)
+
+
+def label_specs(archive) -> list:
+    return [parse_label_option(f"{p}={archive.label(p)}") for p in ("corine", "cdl", "nlcd")]
+
+
+@pytest.fixture(scope="module")
+def labelled(archive, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("lab") / "out"
+    build_dataset(archive.out, out, BuildConfig.from_dict(CONFIG), workers=0)
+    pair_labels(out, label_specs(archive), shard_locations=8, split_config=SPLITS)
+    return out
+
+
+def test_loader_contract(labelled):
+    ds = open_dataset(labelled)
+    names = {n for i in range(len(ds)) for n in ds[i]["labels"]}
+    assert names == {"corine", "cdl", "nlcd"}
+    for i in range(len(ds)):
+        for mask in ds[i]["labels"].values():
+            assert mask.shape == (32, 32) and mask.dtype == np.uint8
+    corine = open_dataset(labelled, task="corine")
+    assert 0 < len(corine) < len(ds)
+    item = corine[0]
+    assert item["label"].shape == (19,) and item["label"].dtype == np.float32
+    assert set(np.unique(item["label"])) <= {0.0, 1.0} and item["label"].sum() >= 1
+    assert "corine" in item["labels"] and item["image"].shape[1:] == (202, 32, 32)
+    for task, n in (("cdl", 14), ("nlcd", 15)):
+        view = open_dataset(labelled, task=task)
+        lab = view[0]["label"]
+        assert lab.shape == (32, 32) and lab.dtype == np.int64
+        assert lab.min() >= 0 and lab.max() <= n and view.ignore_index == n
+        assert len(view.classes) == n
+        # the target is the raw mask through the class list, background/unlisted -> n
+        raw = view[0]["labels"][task]
+        codes = list(task_table(task).codes)
+        expect = np.array([codes.index(c) if c in codes else n for c in raw.ravel()])
+        np.testing.assert_array_equal(lab.ravel(), expect)
+    # views survive pickling (DataLoader workers) and map to the base positions
+    again = pickle.loads(pickle.dumps(corine))
+    np.testing.assert_array_equal(again[0]["label"], item["label"])
+    assert again.n_views_at(0) == corine.n_views_at(0)
+    parts = [len(open_dataset(labelled, task="corine", split=s)) for s in ("train", "val", "test")]
+    assert sum(parts) <= len(corine)
+    with pytest.raises(InputError, match="no task"):
+        open_dataset(labelled, task="eurocrops")
+    with pytest.raises(InputError, match="needs a task"):
+        open_dataset(labelled, split="train")
+
+
+def synth_maps(archive) -> dict:
+    """The land-cover maps that made the archive's pixels and labels (as make_archive does)."""
+    from spectralearth_build.synth import (
+        PIXEL_M,
+        SITES,
+        LandCoverMap,
+        _site_extent,
+        hotspot_lonlat,
+        plan_layout,
+        transformer,
+    )
+
+    specs = plan_layout(archive.params, archive.seed)
+    maps = {}
+    for site_id, (name, site) in enumerate(SITES.items()):
+        hx, hy = transformer("EPSG:4326", site.frame_crs).transform(
+            *hotspot_lonlat(name, archive.params)
+        )
+        maps[name] = LandCoverMap(
+            site.landscape,
+            _site_extent(specs, name),
+            (hx, hy),
+            archive.params.tile_px * PIXEL_M,
+            archive.seed,
+            site_id,
+        )
+    return maps
+
+
+def pixel_centres(item: dict, crs: str) -> tuple[np.ndarray, np.ndarray]:
+    from spectralearth_build.crs import transformer
+
+    a, _, c, _, e, f = item["transform"]
+    cols, rows = np.meshgrid(np.arange(32) + 0.5, np.arange(32) + 0.5)
+    x, y = transformer(item["crs"], crs).transform(a * cols + c, e * rows + f)
+    return np.asarray(x), np.asarray(y)
+
+
+def test_codes_agree_with_the_land_cover_map(archive, labelled):
+    """Stored codes against the class map evaluated at each patch pixel centre.
+
+    Where the map has one class within one label pixel around the point (away from edges the
+    label raster cannot resolve), >= 99% must agree; the stored code must also be the map's
+    class at the centre of the label pixel holding the patch pixel centre (pure numpy).
+    """
+    from spectralearth_build.synth.labels import LABEL_SPECS
+    from spectralearth_build.synth.spectra import code_table
+
+    maps = synth_maps(archive)
+    ds = open_dataset(labelled)
+    for ls in LABEL_SPECS:
+        lc, table, r = maps[ls.site], code_table(ls.product), ls.res
+        x0, y0 = lc.extent[0] + ls.origin_offset, lc.extent[3] - ls.origin_offset
+        n_in = agree_in = n = agree_cell = n_all = agree_all = 0
+        for i in range(len(ds)):
+            item = ds[i]
+            if ls.product not in item["labels"]:
+                continue
+            mask = item["labels"][ls.product]
+            x, y = pixel_centres(item, ls.crs)
+            ref = table[lc.class_at(x, y)]
+            interior = np.ones(ref.shape, dtype=bool)
+            for dx in (-r, 0.0, r):
+                for dy in (-r, 0.0, r):
+                    interior &= table[lc.class_at(x + dx, y + dy)] == ref
+            n_in += interior.sum()
+            agree_in += (interior & (ref == mask)).sum()
+            n_all += mask.size
+            agree_all += (ref == mask).sum()
+            cx = x0 + (np.floor((x - x0) / r) + 0.5) * r
+            cy = y0 - (np.floor((y0 - y) / r) + 0.5) * r
+            n += mask.size
+            agree_cell += (table[lc.class_at(cx, cy)] == mask).sum()
+        assert n > 0 and n_in > 0.3 * n, ls.product
+        assert agree_in / n_in >= 0.99, (ls.product, agree_in / n_in)
+        assert agree_cell / n >= 0.999, (ls.product, agree_cell / n)
+        assert agree_all / n_all >= 0.85, (ls.product, agree_all / n_all)
+
+
+def test_codes_equal_an_independent_reproject(archive, labelled):
+    """Every location against ``rasterio.warp.reproject`` of the whole label raster (nearest):
+    labelled locations equal it pixel for pixel, and a location is labelled exactly when the
+    whole patch is covered by label pixels that are not nodata."""
+    ds = open_dataset(labelled)
+    checked = 0
+    for product in ("corine", "cdl", "nlcd"):
+        with rasterio.open(archive.label(product)) as f:
+            src, src_t, src_crs, nodata = f.read(1), f.transform, f.crs, f.nodata
+        has = ds.labels.has(product)
+        for i in range(len(ds)):
+            item = ds[i]
+            ref = np.full((32, 32), -1, dtype=np.int16)
+            reproject(
+                src.astype(np.int16),
+                ref,
+                src_transform=src_t,
+                src_crs=src_crs,
+                src_nodata=-2,  # not a code: every label pixel counts as data
+                dst_transform=Affine(*item["transform"]),
+                dst_crs=item["crs"],
+                dst_nodata=-1,
+                resampling=Resampling.nearest,
+            )
+            covered = (ref >= 0).all() and not (nodata is not None and (ref == nodata).any())
+            assert bool(has[i]) == covered, (product, i)
+            if covered:
+                np.testing.assert_array_equal(item["labels"][product], ref.astype(np.uint8))
+                checked += 1
+    assert checked >= 30
+    meta = ds.attrs["labels"]
+    assert meta["corine"]["crs"] == "EPSG:3035" and meta["corine"]["encoding"] == "grid"
+    assert meta["corine"]["year"] == 2018 and meta["nlcd"]["nodata"] == [0.0]
+    assert meta["cdl"]["nodata"] == [] and meta["cdl"]["resampling"] == {"nearest": 18}
+    assert sum(meta["cdl"]["coverage"][s] for s in ("ok", "outside", "partial", "nodata")) == len(
+        ds
+    )
+
+
+def test_spatial_splits_share_no_product_and_no_block(labelled):
+    import zarr
+
+    from spectralearth_build.labels.loader import split_array_path
+    from spectralearth_build.labels.splits import block_ids, leaks
+    from spectralearth_build.labels.tasks import location_centres, location_products
+
+    ds = open_dataset(labelled)
+    x, y = location_centres(labelled)
+    blocks = block_ids(x, y, SPLITS.block_m)
+    products = location_products(labelled)
+    for task in ("corine", "cdl", "nlcd"):
+        codes = np.asarray(zarr.open_array(str(split_array_path(labelled, task, "spatial")))[:])
+        assert (codes[~ds.labels.has(task)] == -1).all()
+        assert leaks(codes, products) == {}
+        assert leaks(codes, [[b] for b in blocks]) == {}
+        meta = ds.attrs["tasks"][task]["splits"]["spatial"]
+        assert (
+            meta["train"] + meta["val"] + meta["test"] + meta["dropped"]
+            == ds.labels.has(task).sum()
+        )
+        random = np.asarray(zarr.open_array(str(split_array_path(labelled, task, "random")))[:])
+        assert (random[ds.labels.has(task)] >= 0).all()
