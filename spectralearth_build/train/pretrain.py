@@ -487,7 +487,7 @@ def pretrain(
     log_rows: list[dict[str, Any]] = []
     if is_main and start > 0 and log_path.exists():
         with log_path.open() as f:
-            log_rows = [r for r in csv.DictReader(f) if int(r["step"]) < start]
+            log_rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
 
     bar = None
     if progress and is_main:
