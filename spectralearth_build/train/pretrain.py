@@ -483,7 +483,7 @@ def pretrain(
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     log_path = out / "log.csv"
-    log_fields = ["step", "epoch", "loss", "lr", "samples_per_s", "elapsed_s"]
+    log_fields = ["step", "epoch", "loss", "lr", "samples_per_s", "elapsed_s", "data_share"]
     log_rows: list[dict[str, Any]] = []
     if is_main and start > 0 and log_path.exists():
         with log_path.open() as f:
@@ -499,6 +499,7 @@ def pretrain(
     last_ckpt: str | None = None
     t0 = time.perf_counter()
     t_log, n_log = t0, 0
+    t_data = t_data_total = 0.0  # time spent waiting for the loader (this interval, whole run)
     it = iter(loader)
     step = start
     for step in range(start, stop):
@@ -508,7 +509,9 @@ def pretrain(
         pending = []
         loss_sum = torch.zeros((), device=dev)
         for m in range(tc.accumulate):
+            t_wait = time.perf_counter()
             images = next(it)["image"]
+            t_data += time.perf_counter() - t_wait
             if images.ndim == 4:  # one timestamp: augmented twice for a pair method
                 images = images[:, None].expand(-1, method.n_views, -1, -1, -1)
             lo = rank * tc.batch_size * tc.accumulate + m * tc.batch_size
@@ -531,7 +534,9 @@ def pretrain(
             loss_val = float(tdist.all_reduce_mean(loss_sum / tc.accumulate).item())
             now = time.perf_counter()
             sps = n_log / max(now - t_log, 1e-9)
-            t_log, n_log = now, 0
+            share = t_data / max(now - t_log, 1e-9)
+            t_data_total += t_data
+            t_log, n_log, t_data = now, 0, 0.0
             losses.append(loss_val)
             row = {
                 "step": done,
@@ -540,6 +545,7 @@ def pretrain(
                 "lr": f"{lr:.6g}",
                 "samples_per_s": f"{sps:.2f}",
                 "elapsed_s": f"{now - t0:.2f}",
+                "data_share": f"{share:.4f}",
             }
             for k, v in method.schedule_values(step).items():
                 row[k] = f"{v:.6g}"
@@ -590,6 +596,8 @@ def pretrain(
             "world_size": world,
             "global_batch": global_batch,
             "device": str(dev),
+            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+            "loader_share": t_data_total / max(elapsed, 1e-9),
             "config": cfg.to_dict(),
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
