@@ -12,19 +12,21 @@ Two forward implementations share those parameters:
   (k,1,1) convolutions over NCDHW slowly, and stores wide activations (1280 values per pixel
   after the first layer) in that layout.
 * ``fast``: every pixel is one row of a matrix. The cube is transposed once to channels-last
-  rows (N = B*H*W, bands); each conv layer is then a single GEMM with a *banded* weight matrix
-  (input features = position x in-channel, output features = position x out-channel), built from
-  the conv weight by one gather, so gradients flow into the same ``Conv3d.weight``. Padding is
-  implicit (rows of zeros never multiply anything), and the band count is padded to a multiple
-  of 8 for tensor-core GEMMs. BatchNorm runs on the contiguous (N*positions, C, 1, 1, 1) view,
-  which PyTorch normalises with its channels-last kernels; the BatchNorm3d *modules* are called,
-  so batch statistics, running-stat updates, ``num_batches_tracked`` and SyncBatchNorm
-  conversion behave as in the reference. The last average over the two remaining positions is a
-  reduction of the (N, 2, 128) view, and the result is returned as a channels-last
-  (B, 128, H, W) tensor (no transpose back). With ``recompute=True`` the first two layers
-  (GEMM, BN, ReLU, GEMM) run under activation checkpointing: only the (N, 512) second-layer
-  output is stored and the wide first-layer activations are recomputed in the backward pass
-  (BatchNorm running statistics are restored around the recomputation, so they move once).
+  rows (N = B*H*W, bands padded to a multiple of 8); each conv layer is then a single GEMM with a
+  *banded* weight matrix (input features = position x in-channel, output features = position x
+  out-channel), built from the conv weight by one gather, so gradients flow into the same
+  ``Conv3d.weight``; padding is implicit (rows of zeros). The first conv is linear in the input,
+  so its BatchNorm batch statistics follow from the input rows' mean and covariance (one small
+  Gram GEMM): BatchNorm-1 folds into the first GEMM and the widest activation (1280 values per
+  pixel) is written once, by GEMM + ReLU, never normalised in a separate pass. BatchNorm-2/3 run
+  on the (N*positions, C) views from float32 sums and sums of squares (PyTorch's BatchNorm
+  kernels slow down sharply past 2**31 elements, i.e. at batch 256). The running-stat updates
+  and ``num_batches_tracked`` follow BatchNorm exactly. A BatchNorm *subclass* in training
+  (SyncBatchNorm, a global-batch BN after DDP conversion) is called as a module instead, so its
+  own statistics code runs. The last average over the two remaining positions is a reduction of
+  the (N, 2, 128) view; the result is a channels-last (B, 128, H, W) tensor (no transpose back).
+  ``recompute=True`` runs layer 1 and layer 2's GEMM under activation checkpointing, so only
+  the (N, 512) second-layer output is stored (running statistics move once).
 
 ``impl="auto"`` (the default) uses ``fast`` on CUDA tensors and ``reference`` elsewhere; both
 give the same outputs and gradients within float32 rounding (tests check it on CPU).
@@ -154,6 +156,9 @@ class SpectralAdapter(nn.Sequential):
             raise ValueError(f"adapter impl must be one of {IMPLS}, not {impl!r}")
         self.impl: str = impl
         self.recompute = recompute
+        #: fold BatchNorm-1 into the first GEMM (statistics from the input moments); when off,
+        #: or for a BatchNorm subclass (SyncBatchNorm) in training, it runs as a module
+        self.fold_first_layer = True
         self.out_channels = OUT_CHANNELS
         self._index_cache: dict[tuple[int, str], list[torch.Tensor]] = {}
         self._recomputing = False
@@ -200,10 +205,18 @@ class SpectralAdapter(nn.Sequential):
         n_pos = index.shape[1] // conv.out_channels
         bias = conv.bias.repeat(n_pos) if conv.bias is not None else None
         h = F.linear(h_in, w.t(), bias) if bias is not None else h_in @ w
-        rows = h.shape[0]
+        return self._bn_relu(bn, h, n_pos)
+
+    def _bn_relu(self, bn: nn.Module, h: torch.Tensor, n_pos: int) -> torch.Tensor:
+        """BatchNorm + ReLU of (N, n_pos * C) rows, statistics over rows and positions."""
+        assert isinstance(bn, nn.modules.batchnorm._BatchNorm)
+        rows, c = h.shape[0], bn.num_features
+        if type(bn) is nn.BatchNorm3d:
+            y = _bn_relu_rows(bn, h.reshape(rows * n_pos, c), update=not self._recomputing)
+            return y.reshape(rows, n_pos * c)
         with self._bn_state_guard(bn):
-            h = bn(h.reshape(rows * n_pos, conv.out_channels, 1, 1, 1))
-        return F.relu(h).reshape(rows, n_pos * conv.out_channels)
+            y = bn(h.reshape(rows * n_pos, c, 1, 1, 1))
+        return F.relu(y).reshape(rows, n_pos * c)
 
     @contextlib.contextmanager
     def _bn_state_guard(self, bn: nn.Module) -> Iterator[None]:
@@ -228,29 +241,90 @@ class SpectralAdapter(nn.Sequential):
         finally:
             self._recomputing = False
 
-    def _first_two(
+    def _first_two_generic(
         self, rows: torch.Tensor, idx0: torch.Tensor, idx1: torch.Tensor
     ) -> torch.Tensor:
-        """Layers 1 and 2 up to the second GEMM's output (N, 512), before its BatchNorm."""
+        """Layers 1 and 2 up to the second GEMM's output (N, 512), BatchNorm-1 as a module."""
         a1 = self._conv_bn_relu(0, rows, idx0)
-        conv = self[3]
-        assert isinstance(conv, nn.Conv3d)
-        w = banded_weight(conv.weight, idx1)
-        n_pos = idx1.shape[1] // conv.out_channels
-        assert conv.bias is not None
-        return F.linear(a1, w.t(), conv.bias.repeat(n_pos))
+        w2, b2 = self._banded(1, idx1)
+        return torch.addmm(b2, a1, w2)
+
+    def _banded(self, i: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        conv = self[3 * i]
+        assert isinstance(conv, nn.Conv3d) and conv.bias is not None
+        return banded_weight(conv.weight, index), conv.bias.repeat(
+            index.shape[1] // conv.out_channels
+        )
+
+    def _folded_first_layer(
+        self, rows: torch.Tensor, index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer 1's GEMM with BatchNorm-1 folded in: (weight (R, P*32), bias (P*32,)).
+
+        The first conv is linear in the input, so its batch statistics follow from the first
+        two moments of the input rows: mean_f = mu @ W + b and var_f = diag(W^T C W) for the
+        row covariance C (R x R, one small Gram GEMM over the rows), pooled over the positions
+        by the law of total variance. BatchNorm then is a per-column scale and shift of the
+        banded weight, and the widest activation is written once, by a GEMM + ReLU.
+        """
+        conv, bn = self[0], self[1]
+        assert isinstance(conv, nn.Conv3d) and isinstance(bn, nn.modules.batchnorm._BatchNorm)
+        w, b = self._banded(0, index)  # (R, P*C), (P*C,)
+        c = conv.out_channels
+        n_pos = w.shape[1] // c
+        use_batch = bn.training or bn.running_mean is None
+        if use_batch:
+            with torch.autocast(rows.device.type, enabled=False):
+                mu, cov = _row_moments(rows)
+                wf = w.to(mu.dtype)
+                mean_f = mu @ wf + b.to(mu.dtype)  # (P*C,)
+                var_f = ((cov @ wf) * wf).sum(0)
+            mean_pc = mean_f.reshape(n_pos, c)
+            mean = mean_pc.mean(0)
+            var = (var_f.reshape(n_pos, c) + mean_pc.square()).mean(0) - mean.square()
+            var = var.clamp_min(0)
+            if bn.training and bn.track_running_stats and bn.running_mean is not None:
+                _update_running_stats(bn, mean.detach(), var.detach(), rows.shape[0] * n_pos)
+        else:
+            assert bn.running_mean is not None and bn.running_var is not None
+            mean, var = bn.running_mean, bn.running_var
+        scale = torch.rsqrt(var + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        shift = -mean * scale
+        if bn.bias is not None:
+            shift = shift + bn.bias
+        scale_f, shift_f = scale.repeat(n_pos), shift.repeat(n_pos)
+        return w * scale_f.to(w.dtype), b * scale_f + shift_f
 
     def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         """Banded-GEMM implementation (same parameters and results as the reference)."""
         b, bands, hh, ww = x.shape
         idx = self._indices(bands, x.device)
+        dev = x.device.type
+        if torch.is_autocast_enabled(dev):
+            x = x.to(torch.get_autocast_dtype(dev))
         # channels-last rows (N, bands padded to a multiple of 8): one transpose of the input
         rows = x.permute(0, 2, 3, 1).reshape(b * hh * ww, bands)
         if idx[0].shape[0] > bands:
             rows = F.pad(rows, (0, idx[0].shape[0] - bands))
-        if self.recompute and torch.is_grad_enabled():
+        bn1 = self[1]
+        # a BatchNorm subclass in training (SyncBatchNorm, a global-batch BN) keeps its own
+        # statistics code: it runs as a module on the wide activation
+        fold = self.fold_first_layer and (not bn1.training or type(bn1) is nn.BatchNorm3d)
+        recompute = self.recompute and torch.is_grad_enabled()
+        if fold:
+            w1, b1 = self._folded_first_layer(rows, idx[0])
+            w2, b2 = self._banded(1, idx[1])
+            args = (rows, w1, b1, w2, b2)
+            h2 = (
+                checkpoint(_two_gemms, *args, use_reentrant=False)
+                if recompute
+                else _two_gemms(*args)
+            )
+        elif recompute:
             h2 = checkpoint(
-                self._first_two,
+                self._first_two_generic,
                 rows,
                 idx[0],
                 idx[1],
@@ -258,10 +332,82 @@ class SpectralAdapter(nn.Sequential):
                 context_fn=lambda: (contextlib.nullcontext(), self._recompute_mode()),
             )
         else:
-            h2 = self._first_two(rows, idx[0], idx[1])
+            h2 = self._first_two_generic(rows, idx[0], idx[1])
         bn = self[4]
         assert isinstance(bn, nn.modules.batchnorm._BatchNorm)
-        a2 = F.relu(bn(h2.reshape(-1, bn.num_features, 1, 1, 1))).reshape(h2.shape[0], -1)
+        a2 = self._bn_relu(bn, h2, h2.shape[1] // bn.num_features)
         a3 = self._conv_bn_relu(2, a2, idx[2])  # (N, last positions * 128)
         out = a3.reshape(b * hh * ww, -1, OUT_CHANNELS).mean(dim=1)  # adaptive avg pool
         return out.reshape(b, hh, ww, OUT_CHANNELS).permute(0, 3, 1, 2)
+
+
+def _two_gemms(
+    rows: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor
+) -> torch.Tensor:
+    """relu(rows @ w1 + b1) @ w2 + b2: layer 1 (BatchNorm folded) and layer 2's GEMM."""
+    a1 = F.relu(torch.addmm(b1, rows, w1), inplace=True)
+    return torch.addmm(b2, a1, w2)
+
+
+def _row_moments(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (R,) and covariance (R, R) of the rows of (N, R), accumulated in float32 or more."""
+    n = rows.shape[0]
+    acc = torch.float64 if rows.dtype == torch.float64 else torch.float32
+    mu = rows.mean(0, dtype=acc)
+    gram = None
+    if rows.dtype in (torch.bfloat16, torch.float16) and rows.is_cuda:
+        try:  # half inputs, float32 accumulation and output (torch >= 2.8 on CUDA)
+            gram = torch.mm(rows.t(), rows, out_dtype=torch.float32)  # type: ignore[call-arg]
+        except (TypeError, RuntimeError, NotImplementedError):
+            gram = None
+    if gram is None:
+        r = rows.to(acc)
+        gram = r.t() @ r
+    return mu, gram / n - torch.outer(mu, mu)
+
+
+def _bn_relu_rows(
+    bn: nn.modules.batchnorm._BatchNorm, h: torch.Tensor, update: bool = True
+) -> torch.Tensor:
+    """relu(BatchNorm(h)) for (M, C) rows with plain tensor ops (autograd-native).
+
+    PyTorch's BatchNorm kernels slow down sharply on tensors of more than 2**31 elements (the
+    second layer's output at batch 256); sums and sums of squares accumulated in float32 by the
+    reduction kernels, then one multiply-add per element, do not. Same statistics, running-stat
+    update and gradients as BatchNorm (the gradient flows through the batch mean and variance).
+    """
+    if bn.training or bn.running_mean is None:
+        m = h.shape[0]
+        acc = torch.float64 if h.dtype == torch.float64 else torch.float32
+        mean = h.sum(0, dtype=acc) / m
+        sq = torch.linalg.vector_norm(h, 2, dim=0, dtype=acc).square() / m
+        var = (sq - mean.square()).clamp_min(0)
+        if update and bn.training and bn.track_running_stats and bn.running_mean is not None:
+            _update_running_stats(bn, mean.detach(), var.detach(), m)
+    else:
+        assert bn.running_var is not None
+        mean, var = bn.running_mean, bn.running_var
+    scale = torch.rsqrt(var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    return F.relu(torch.addcmul(shift.to(h.dtype), h, scale.to(h.dtype)))
+
+
+def _update_running_stats(
+    bn: nn.modules.batchnorm._BatchNorm, mean: torch.Tensor, var: torch.Tensor, count: int
+) -> None:
+    """BatchNorm's running-stat update (momentum or cumulative average, unbiased variance)."""
+    assert bn.running_mean is not None and bn.running_var is not None
+    with torch.no_grad():
+        factor = bn.momentum
+        if bn.num_batches_tracked is not None:
+            bn.num_batches_tracked.add_(1)
+            if factor is None:
+                factor = 1.0 / float(bn.num_batches_tracked)
+        assert factor is not None
+        unbiased = var * (count / max(count - 1, 1))
+        bn.running_mean.mul_(1 - factor).add_(mean.to(bn.running_mean.dtype), alpha=factor)
+        bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)
