@@ -310,6 +310,71 @@ class AllViews(StoreDataset):
         }
 
 
+class LabelTask(StoreDataset):
+    """The labelled locations of a downstream task (one split), one view and its target each.
+
+    Built on ``open_dataset(path, task=, split=, scheme=)`` of :mod:`spectralearth_build.labels`:
+    its locations, and its targets (:func:`~spectralearth_build.labels.loader.task_target`).
+
+    Args:
+        path: dataset folder with paired labels.
+        task: ``corine``, ``cdl``, ``nlcd`` or another task of the dataset.
+        split: ``train``, ``val``, ``test`` or None (every labelled location).
+        scheme: ``spatial`` or ``random`` splits.
+        view: ``first`` (the earliest timestamp: a fixed sample, for evaluation) or ``random``
+            (a seeded random timestamp per epoch: time as augmentation, for training).
+        (others as :class:`StoreDataset`; ``locations`` index into the task's locations)
+
+    Sample: ``image`` int16 ``(C, P, P)``, ``label`` (float32 multi-hot ``(K,)`` for multi-label
+    tasks, int64 ``(P, P)`` class indices with :attr:`ignore_index` for segmentation), ``t``,
+    ``index``.
+    """
+
+    VIEWS = ("first", "random")
+
+    def __init__(
+        self,
+        path: str | Path,
+        task: str,
+        split: str | None = None,
+        scheme: str = "spatial",
+        *,
+        view: str = "first",
+        locations: Sequence[int] | np.ndarray | None = None,
+        **kw: Any,
+    ):
+        if view not in self.VIEWS:
+            raise InputError(f"view {view!r}: expected one of {', '.join(self.VIEWS)}")
+        task_view = open_dataset(path, task=task, split=split, scheme=scheme)
+        positions = np.asarray(task_view.positions, dtype=np.int64)
+        if locations is not None:
+            positions = positions[np.asarray(locations, dtype=np.int64)]
+        super().__init__(path, locations=positions, **kw)
+        self.task, self.split, self.scheme, self.view = task, split, scheme, view
+        self.meta: dict[str, Any] = dict(task_view.meta)
+        self.label_name: str = task_view.label_name
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta.get("classes") or [])
+
+    @property
+    def ignore_index(self) -> int | None:
+        """Class index of background and unlisted codes (segmentation), else None."""
+        return self.meta.get("ignore_index")
+
+    def sample(self, j: int, rng: np.random.Generator) -> dict[str, Any]:
+        from ..labels.loader import task_target
+
+        t = 0 if self.view == "first" else int(rng.integers(self.n_views[j]))
+        mask = self.store.labels.mask(self.label_name, int(self.locations[j]))
+        return {
+            "image": torch.from_numpy(self.read(j, [t])[0]),
+            "label": torch.from_numpy(task_target(self.meta, mask)),
+            "t": t,
+        }
+
+
 # -- sampling and loading ------------------------------------------------------------------------
 class EpochSampler(Sampler[tuple[int, int]]):
     """Seeded order of sample keys ``(position, epoch)``, reproducible per epoch.
