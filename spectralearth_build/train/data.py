@@ -1,6 +1,6 @@
 """Torch datasets over a built store: one view, a temporal pair, a whole series, a label task.
 
-Every dataset here wraps :func:`spectralearth_build.dataset.open_dataset` and reads only the views
+Every dataset here wraps a :class:`spectralearth_build.dataset.Dataset` and reads only the views
 a sample needs (``Dataset.read_views``).  Samples are dicts of int16 tensors: pixels stay int16
 until they reach the device, where :mod:`spectralearth_build.train.transforms` converts,
 normalises and augments them batched.
@@ -40,8 +40,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ..dataset import Dataset, open_dataset
+from ..dataset import Dataset
 from ..errors import InputError
+from ..labels.loader import TaskView, task_target
 
 NODATA = -32768
 """Pixel value of padding (the store's nodata)."""
@@ -152,7 +153,7 @@ class StoreDataset(torch.utils.data.Dataset):
         self.transforms = transforms
 
     def _open(self) -> Dataset:
-        return open_dataset(self.path)
+        return Dataset(self.path)
 
     # -- metadata of the selected bands ---------------------------------------------------------
     @property
@@ -313,7 +314,8 @@ class AllViews(StoreDataset):
 class LabelTask(StoreDataset):
     """The labelled locations of a downstream task (one split), one view and its target each.
 
-    Built on ``open_dataset(path, task=, split=, scheme=)`` of :mod:`spectralearth_build.labels`:
+    Built on the task view of ``open_dataset(path, task=, split=, scheme=)``
+    (:class:`~spectralearth_build.labels.loader.TaskView`):
     its locations, and its targets (:func:`~spectralearth_build.labels.loader.task_target`).
 
     Args:
@@ -345,7 +347,7 @@ class LabelTask(StoreDataset):
     ):
         if view not in self.VIEWS:
             raise InputError(f"view {view!r}: expected one of {', '.join(self.VIEWS)}")
-        task_view = open_dataset(path, task=task, split=split, scheme=scheme)
+        task_view = TaskView(Dataset(path), task, split, scheme)
         positions = np.asarray(task_view.positions, dtype=np.int64)
         if locations is not None:
             positions = positions[np.asarray(locations, dtype=np.int64)]
@@ -364,8 +366,6 @@ class LabelTask(StoreDataset):
         return self.meta.get("ignore_index")
 
     def sample(self, j: int, rng: np.random.Generator) -> dict[str, Any]:
-        from ..labels.loader import task_target
-
         t = 0 if self.view == "first" else int(rng.integers(self.n_views[j]))
         mask = self.store.labels.mask(self.label_name, int(self.locations[j]))
         return {
