@@ -31,10 +31,9 @@ from typing import Any
 import geopandas as gpd
 import pandas as pd
 import shapely
-from shapely.geometry import Polygon
 
 from .config import BuildConfig
-from .crs import LONLAT, reproject
+from .crs import footprint_to_lonlat
 from .enmap.discovery import Container, DiscoveryProblem, ProductSource, discover_products
 from .enmap.naming import ProductName
 from .enmap.product import EnmapProduct, ProductError
@@ -59,11 +58,6 @@ def source_from_json(text: str) -> ProductSource:
         d["folder"],
         tuple(tuple(f) for f in d["files"]),  # type: ignore[misc]
     )
-
-
-def footprint_to_lonlat(footprint: Polygon, crs: str, segment_m: float = 1000.0) -> Polygon:
-    """Reproject a footprint to EPSG:4326 (densified so that long edges follow the projection)."""
-    return reproject(footprint, crs, LONLAT, segment_m)
 
 
 def _empty_row(source_id: str, location: str) -> dict[str, Any]:

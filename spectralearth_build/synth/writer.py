@@ -32,12 +32,12 @@ from ..bands import reference_bands
 from ..crs import transformer
 from ..enmap.metadata import ProductMetadata, metadata_to_xml
 from ..enmap.naming import PREFIX
+from ..formats import NODATA
 from . import spectra
 from .landcover import LandCoverMap, SmoothField
 from .layout import PIXEL_M, SITES, ProductSpec
 from .presets import SynthParams
 
-NODATA = -32768
 NODATA_BANDS_1BASED = range(130, 136)
 """Bands (1-based, of the 224-band layout) that are all nodata in real products."""
 QUALITY_LAYERS = ("CLASSES", "CLOUD", "CLOUDSHADOW", "HAZE", "CIRRUS", "SNOW", "TESTFLAGS")
