@@ -264,10 +264,6 @@ def test_replicas_split_the_epoch(store):
     assert set().union(*map(set, got)) == set(range(len(ds)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dataset.py imports geopandas and errors.py rasterio until the light loader lands",
-)
 def test_training_path_imports_no_gdal_rasterio_or_geopandas(store):
     code = textwrap.dedent(
         f"""

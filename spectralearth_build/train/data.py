@@ -144,8 +144,8 @@ class StoreDataset(torch.utils.data.Dataset):
                     f"{self.path}: location positions must lie within 0..{n_store - 1}, "
                     f"got {self.locations[bad][:5].tolist()}"
                 )
-        self.n_views = np.asarray(ds.index["n_views"].to_numpy(), dtype=np.int64)[self.locations]
-        self.slots = np.asarray(ds.index["slot"].to_numpy(), dtype=np.int64)[self.locations]
+        self.n_views = np.asarray(ds.table["n_views"].to_numpy(), dtype=np.int64)[self.locations]
+        self.slots = np.asarray(ds.table["slot"].to_numpy(), dtype=np.int64)[self.locations]
         self.band_index = select_bands(ds.wavelengths, bands, wavelength_ranges)
         self._band_sel = _as_slice(self.band_index)
         self.seed = int(seed)
