@@ -164,10 +164,9 @@ class Dataset:
         if self.format_version < 2:  # one chunk per location: decode it once
             return np.asarray(self.images[slot, :n])[ts]
         wanted = sorted(set(ts))
-        if len(wanted) == 1:
-            views = np.asarray(self.images[slot, wanted[0]])[None]
-        else:
-            views = np.asarray(self.images.get_orthogonal_selection((slot, wanted)))
+        # one basic selection per view: zarr's orthogonal selection of a list of timestamps
+        # is about 40x slower than the reads it makes (580 ms against 14 ms for two views)
+        views = np.stack([np.asarray(self.images[slot, t]) for t in wanted])
         return views[[wanted.index(t) for t in ts]]
 
     def __iter__(self) -> Any:
