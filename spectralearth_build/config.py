@@ -75,9 +75,11 @@ class ExtractConfig:
     """Locations per Zarr shard (chunks are one location each); 0 = the largest power of two
     whose uncompressed shard fits in ``shard_max_mib``."""
     shard_max_mib: int = 256
-    compressor: str = "blosc-zstd"
-    """``blosc-zstd`` (zstd on bit-shuffled int16), ``zstd``, ``gzip`` or ``none``; the default
-    is the best of those measured by benchmarks/extract_throughput.py."""
+    compressor: str = "blosc-lz4"
+    """``blosc-lz4`` (lz4 on bit-shuffled int16), ``blosc-zstd`` (zstd on bit-shuffled int16),
+    ``zstd``, ``gzip`` or ``none``; the default feeds a GPU best of those measured by
+    benchmarks/store_codecs.py (results/store_codecs.json); ``blosc-zstd`` is 12% smaller and
+    decodes at about half the speed."""
     compression_level: int = 5
     max_unit_tiles: int = 24
     """Large connected components are split into units reading at most about this many tiles."""

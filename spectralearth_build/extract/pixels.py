@@ -86,6 +86,7 @@ def quality_reason(cloud: float, snow: float, config: ExtractConfig) -> str | No
 
 
 def has_nodata(image: np.ndarray) -> bool:
+    """True if any value of ``image`` (any shape) is the nodata value -32768."""
     return bool((image == NODATA).any())
 
 

@@ -36,13 +36,6 @@ from ..plan import PlannedPatch
 from .results import BandSums, UnitResult
 
 
-def band_statistics(results: list[UnitResult], n_bands: int) -> dict[str, Any]:
-    """Per-band mean and std of the stored pixels, from the units' exact integer sums."""
-    total = sum((r.stats for r in results), BandSums.zeros(n_bands))
-    mean, std = total.mean_std()
-    return {"pixels_per_band": total.count, "mean": mean, "std": std}
-
-
 def views_frame(results: list[UnitResult]) -> Any:
     """``views.parquet`` as a DataFrame, sorted by ``patch_id`` then ``t``."""
     import pandas as pd
@@ -104,19 +97,31 @@ def write_tables(out: Path, patches: list[PlannedPatch], results: list[UnitResul
 def store_attributes(
     config: BuildConfig,
     layout: StoreLayout,
-    results: list[UnitResult],
+    n_locations: int,
+    n_views: int,
+    stats: BandSums,
     wavelengths: np.ndarray | None,
     fwhm: np.ndarray | None,
 ) -> dict[str, Any]:
-    """The ``data.zarr`` group attributes (docs/FORMAT.md, group attributes)."""
-    stats = band_statistics(results, layout.n_bands)
+    """The ``data.zarr`` group attributes (docs/FORMAT.md, group attributes).
+
+    Args:
+        config: the build config (stored whole; its band selection gives ``band_indices``).
+        layout: the store layout (``t_max``, ``patch_px``, shard size, format version).
+        n_locations: rows of ``index.parquet``.
+        n_views: rows of ``views.parquet``.
+        stats: exact band sums over every stored view.
+        wavelengths: nm per stored band (or None).
+        fwhm: nm per stored band (or None).
+    """
+    mean, std = stats.mean_std()
     return {
         "format": FORMAT_NAME,
         "format_version": layout.format_version,
         "package_version": __version__,
         "config": config.to_dict(),
-        "n_locations": sum(len(r.locations) for r in results),
-        "n_views": sum(len(r.views) for r in results),
+        "n_locations": int(n_locations),
+        "n_views": int(n_views),
         "t_max": layout.t_max,
         "patch_px": layout.patch_px,
         "locations_per_shard": layout.locations_per_shard,
@@ -127,9 +132,9 @@ def store_attributes(
         "add_offset": ADD_OFFSET,
         "nodata": NODATA,
         "units": UNITS,
-        "band_mean": stats["mean"],
-        "band_std": stats["std"],
-        "band_stats_pixels": stats["pixels_per_band"],
+        "band_mean": mean,
+        "band_std": std,
+        "band_stats_pixels": stats.count,
     }
 
 
@@ -151,8 +156,11 @@ def finalize(
     fwhm: np.ndarray | None,
 ) -> None:
     """Write the tables and the store attributes of a finished extraction."""
-    write_tables(out, patches, results)
-    write_attributes(out, store_attributes(config, layout, results, wavelengths, fwhm))
+    n_views = write_tables(out, patches, results)
+    n_locations = sum(len(r.locations) for r in results)
+    stats = sum((r.stats for r in results), BandSums.zeros(layout.n_bands))
+    attrs = store_attributes(config, layout, n_locations, n_views, stats, wavelengths, fwhm)
+    write_attributes(out, attrs)
 
 
 def kept_band_wavelengths(catalog: Any, config: BuildConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -304,6 +304,7 @@ def _write_uint8(path: Path, data: np.ndarray, spec: ProductSpec, count: int = 1
 def product_metadata(
     spec: ProductSpec, ctx: RenderContext, covers: dict[str, float]
 ) -> ProductMetadata:
+    """The METADATA.XML content of one synthetic product (``covers``: quality-flag percentages)."""
     n = ctx.wavelengths.size
     return ProductMetadata(
         name=spec.name.stem,
@@ -426,6 +427,7 @@ def _truncate_keeping_header(path: Path) -> None:
 
 
 def remove_tree(path: Path) -> None:
+    """Delete a folder and everything in it (errors are raised)."""
     shutil.rmtree(path, ignore_errors=False)
 
 
