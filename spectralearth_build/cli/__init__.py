@@ -21,6 +21,7 @@ LAZY_COMMANDS = {
     "plan": ".plan:plan_command",
     "build": ".build:build_command",
     "labels": ".labels:labels_command",
+    "export": ".export:export_command",
 }
 """Command name -> ``module:attribute`` (relative to this package)."""
 
