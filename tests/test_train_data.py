@@ -19,6 +19,7 @@ from spectralearth_build.train.data import (
     AllViews,
     EpochSampler,
     LabelTask,
+    ShardViewReader,
     SingleView,
     TemporalPair,
     make_loader,
@@ -68,6 +69,29 @@ def test_single_view_reads_one_of_the_locations_views(store):
             seen.add((j, s["t"]))
     # every timestamp of a 3-view location is drawn at some point over 4 epochs x 40 locations
     assert len(seen) > len(sv)
+
+
+def test_views_are_read_straight_from_the_shards_one_inner_chunk_each(store, monkeypatch):
+    ds = open_dataset(store)
+    tp = TemporalPair(store, seed=2)
+    reader = tp.reader
+    assert ds.format_version >= 2 and reader is not None
+    one_view = reader.chunks[2] * reader.chunks[3] * reader.chunks[4] * 2
+    for j in range(len(tp)):
+        n = ds.n_views_at(j)
+        np.testing.assert_array_equal(tp.read(j, range(n)), ds.read_views(j, range(n)))
+    before = reader.decoded_bytes
+    pairs = [tp[j] for j in range(len(tp))]
+    distinct = sum(len(set(p["t"].tolist())) for p in pairs)
+    assert reader.decoded_bytes - before == distinct * one_view
+    # the same samples through zarr (the path for layouts the reader does not know)
+    monkeypatch.setattr(ShardViewReader, "supports", staticmethod(lambda images: False))
+    via_zarr = TemporalPair(store, seed=2)
+    assert via_zarr.reader is None
+    for j, p in enumerate(pairs):
+        q = via_zarr[j]
+        assert p["t"].tolist() == q["t"].tolist()
+        np.testing.assert_array_equal(p["image"].numpy(), q["image"].numpy())
 
 
 def test_temporal_pair_never_pairs_a_view_with_itself(store):
