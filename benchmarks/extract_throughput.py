@@ -32,10 +32,11 @@ import rasterio
 from rasterio.windows import Window as RioWindow
 
 from spectralearth_build import __version__, open_dataset
-from spectralearth_build.build import extract_dataset, plan_layout
+from spectralearth_build.build import extract_dataset
 from spectralearth_build.catalog import scan, source_from_json, tile_records
 from spectralearth_build.config import BuildConfig
 from spectralearth_build.extract.reader import NODATA, QUALITY_FLAGS, EnmapReader
+from spectralearth_build.extract.store import plan_layout
 
 ROOT = Path(__file__).resolve().parent
 
@@ -212,7 +213,7 @@ def main() -> None:
     sources = {r.product_id: source_from_json(r.source) for r in sub.itertuples(index=False)}
     codec = encoder(config.extract.compressor, config.extract.compression_level)
     n_views = sum(p.n_views for p in patches)
-    view_mb = n_views * len(kept) * layout["patch_px"] ** 2 * 2 / 1e6
+    view_mb = n_views * len(kept) * layout.patch_px**2 * 2 / 1e6
     with rasterio.open(next(iter(sources.values())).gdal_path("SPECTRAL_IMAGE")) as f:
         tiff = {
             "shape": [f.count, f.height, f.width],
@@ -240,10 +241,10 @@ def main() -> None:
                 "dropped_views": report.dropped_views,
             }
         elif name == "floor":
-            seconds, nbytes = floor_run(patches, sources, kept, layout["t_max"], codec, stored)
+            seconds, nbytes = floor_run(patches, sources, kept, layout.t_max, codec, stored)
             extra = {}
         else:
-            seconds, nbytes = naive_run(patches, sources, kept, layout["t_max"], codec)
+            seconds, nbytes = naive_run(patches, sources, kept, layout.t_max, codec)
             extra = {}
         results[name] = {
             "seconds": seconds,
@@ -284,8 +285,8 @@ def main() -> None:
         "plan": {
             "patches": len(patches),
             "views": n_views,
-            "t_max": layout["t_max"],
-            "patch_px": layout["patch_px"],
+            "t_max": layout.t_max,
+            "patch_px": layout.patch_px,
             "bands": len(kept),
             "uncompressed_view_MB": view_mb,
         },

@@ -31,10 +31,9 @@ from typing import Any
 import geopandas as gpd
 import pandas as pd
 import shapely
-from shapely.geometry import Polygon
 
 from .config import BuildConfig
-from .crs import LONLAT, reproject
+from .crs import footprint_to_lonlat
 from .enmap.discovery import Container, DiscoveryProblem, ProductSource, discover_products
 from .enmap.naming import ProductName
 from .enmap.product import EnmapProduct, ProductError
@@ -48,10 +47,12 @@ MapFn = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]
 
 
 def source_to_json(source: ProductSource) -> str:
+    """The catalog's ``source`` column: a product source as JSON (sorted keys)."""
     return json.dumps(asdict(source), sort_keys=True)
 
 
 def source_from_json(text: str) -> ProductSource:
+    """Inverse of :func:`source_to_json`."""
     d = json.loads(text)
     return ProductSource(
         d["product_id"],
@@ -59,11 +60,6 @@ def source_from_json(text: str) -> ProductSource:
         d["folder"],
         tuple(tuple(f) for f in d["files"]),  # type: ignore[misc]
     )
-
-
-def footprint_to_lonlat(footprint: Polygon, crs: str, segment_m: float = 1000.0) -> Polygon:
-    """Reproject a footprint to EPSG:4326 (densified so that long edges follow the projection)."""
-    return reproject(footprint, crs, LONLAT, segment_m)
 
 
 def _empty_row(source_id: str, location: str) -> dict[str, Any]:
@@ -251,7 +247,21 @@ def scan(
     map_fn: MapFn | None = None,
     progress: bool = False,
 ) -> gpd.GeoDataFrame:
-    """Discover and scan every product under ``tiles``: the catalog as a GeoDataFrame."""
+    """Discover and scan every product under ``tiles``: the catalog as a GeoDataFrame.
+
+    Args:
+        tiles: folder (or single file) of EnMAP L2A products: folders, ZIPs, tar.gz.
+        config: ``scan`` settings (cloud and sun limits, footprint tolerance, pixel check) and
+            the band selection; defaults if None.
+        map_fn: an order-preserving ``map`` (e.g. :func:`~.cluster.client_map` of a Dask client)
+            to scan products in parallel; the built-in ``map`` if None.
+        progress: show a progress bar.
+
+    Returns:
+        One row per product found (see the module docstring): ``status``, ``reason``, identity,
+        grid (``crs``, ``transform``, ``height``, ``width``), times, cover percentages,
+        ``footprint_native`` (WKB in ``crs``) and the footprint in EPSG:4326 as ``geometry``.
+    """
     config = config or BuildConfig()
     sources, problems = discover_products(tiles)
     return scan_sources(sources, problems, config, map_fn=map_fn, progress=progress)

@@ -32,3 +32,15 @@ def reproject(geom: Any, src: str, dst: str, segment_m: float | None = None) -> 
     if segment_m is not None:
         geom = shapely.segmentize(geom, segment_m)
     return shapely.transform(geom, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
+
+
+def footprint_to_lonlat(footprint: Any, crs: str, segment_m: float = 1000.0) -> Any:
+    """Reproject a footprint polygon from ``crs`` to EPSG:4326.
+
+    Args:
+        footprint: shapely polygon (or array of them) in ``crs`` coordinates (metres).
+        crs: its CRS, e.g. ``"EPSG:32633"``.
+        segment_m: edges are densified to segments of at most this length (metres) first, so
+            that long edges follow their curved course in longitude/latitude.
+    """
+    return reproject(footprint, crs, LONLAT, segment_m)

@@ -73,7 +73,7 @@ def patches_to_frame(patches: list[PlannedPatch]) -> Any:
     import shapely
     from shapely.geometry import box
 
-    from .catalog import footprint_to_lonlat
+    from .crs import footprint_to_lonlat
 
     rows = []
     for p in patches:

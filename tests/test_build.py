@@ -9,86 +9,24 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import rasterio
 from affine import Affine
-from click.testing import CliRunner
+from buildkit import BUILD_CONFIG, assert_same_dataset
 from rasterio.warp import Resampling, reproject
 from rasterio.windows import Window as RioWindow
 
 from spectralearth_build import open_dataset
 from spectralearth_build.build import EXIT_INVALID_PRODUCTS, build_dataset
 from spectralearth_build.catalog import read_catalog, source_from_json
-from spectralearth_build.cli.build import build_command
 from spectralearth_build.config import BuildConfig
 
-CONFIG = {
-    "plan": {"patch_px": 32},
-    "extract": {"max_unit_patches": 3, "locations_per_shard": 2},
-}
 
-
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory) -> Path:
-    from spectralearth_build.synth import make_archive
-
-    root = tmp_path_factory.mktemp("synth") / "tiles"
-    make_archive(root, preset="tiny", seed=0)
-    return root
-
-
-@pytest.fixture(scope="module")
-def config_file(tmp_path_factory) -> Path:
-    import yaml
-
-    path = tmp_path_factory.mktemp("cfg") / "build.yaml"
-    path.write_text(yaml.safe_dump(CONFIG))
-    return path
-
-
-@pytest.fixture(scope="module")
-def reference(archive, config_file, tmp_path_factory) -> Path:
-    """The dataset built in this process without Dask."""
-    out = tmp_path_factory.mktemp("ref") / "out"
-    build_dataset(archive, out, BuildConfig.from_yaml(config_file), workers=0)
-    return out
-
-
-def assert_same_dataset(a: Path, b: Path) -> None:
-    da, db = open_dataset(a), open_dataset(b)
-    np.testing.assert_array_equal(np.asarray(da.images[:]), np.asarray(db.images[:]))
-    pd.testing.assert_frame_equal(
-        pd.DataFrame(da.index.drop(columns="geometry")),
-        pd.DataFrame(db.index.drop(columns="geometry")),
-    )
-    assert list(da.index.geometry.to_wkb()) == list(db.index.geometry.to_wkb())
-    pd.testing.assert_frame_equal(da.views, db.views)
-    pd.testing.assert_frame_equal(
-        pd.read_parquet(a / "dropped_views.parquet"), pd.read_parquet(b / "dropped_views.parquet")
-    )
-    assert da.attrs == db.attrs
-    assert (a / "plan.parquet").read_bytes() == (b / "plan.parquet").read_bytes()
-
-
-def test_cli_build_matches_source_pixels(archive, config_file, reference, tmp_path):
+def test_cli_build_on_one_worker_matches_source_pixels(run_build, reference, tmp_path):
     out = tmp_path / "out"
-    res = CliRunner().invoke(
-        build_command,
-        [
-            "--tiles",
-            str(archive),
-            "--out",
-            str(out),
-            "--config",
-            str(config_file),
-            "--workers",
-            "1",
-        ],
-    )
+    res = run_build("--out", out, "--workers", 1)
     assert res.exit_code == 0, res.output  # the archive has no broken products
     assert "patches:" in res.output and "written:" in res.output and "time:" in res.output
     ds = open_dataset(out)
@@ -144,22 +82,24 @@ def test_cli_build_matches_source_pixels(archive, config_file, reference, tmp_pa
     assert_same_dataset(out, reference)
 
 
-def test_one_and_two_workers_give_identical_datasets(archive, config_file, reference, tmp_path):
-    cfg = BuildConfig.from_yaml(config_file)
-    build_dataset(archive, tmp_path / "w1", cfg, workers=1)
-    build_dataset(archive, tmp_path / "w2", cfg, workers=2)
-    assert_same_dataset(tmp_path / "w1", tmp_path / "w2")
-    assert_same_dataset(tmp_path / "w2", reference)
+def test_default_workers_give_the_dataset_of_zero_and_one(
+    tiny_archive, config_file, reference, tmp_path
+):
+    # 0 workers (the reference) == one worker per core here == 1 worker (the CLI test above)
+    build_dataset(tiny_archive, tmp_path / "w", BuildConfig.from_yaml(config_file))
+    assert_same_dataset(tmp_path / "w", reference)
 
 
-def test_killed_build_resumes_to_the_same_dataset(archive, config_file, reference, tmp_path):
+def test_killed_build_resumes_to_the_same_dataset(
+    tiny_archive, config_file, reference, run_build, tmp_path
+):
     out = tmp_path / "out"
     cmd = [
         sys.executable,
         "-c",
         "from spectralearth_build.cli import build_dataset_main as m; m()",
         "--tiles",
-        str(archive),
+        str(tiny_archive),
         "--out",
         str(out),
         "--config",
@@ -183,20 +123,7 @@ def test_killed_build_resumes_to_the_same_dataset(archive, config_file, referenc
     with pytest.raises(IncompleteDatasetError):
         open_dataset(out)
     n_before = len(list((out / "units").glob("unit-*.json")))
-    res = CliRunner().invoke(
-        build_command,
-        [
-            "--tiles",
-            str(archive),
-            "--out",
-            str(out),
-            "--config",
-            str(config_file),
-            "--workers",
-            "0",
-            "--resume",
-        ],
-    )
+    res = run_build("--out", out, "--resume")
     assert res.exit_code == 0, res.output
     assert "continuing the build" in res.output
     report = json.loads((out / "report.json").read_text())
@@ -205,11 +132,11 @@ def test_killed_build_resumes_to_the_same_dataset(archive, config_file, referenc
     assert_same_dataset(out, reference)
 
 
-def test_rerun_of_a_complete_build_does_nothing(reference, archive, config_file):
+def test_rerun_of_a_complete_build_does_nothing(reference, tiny_archive, config_file):
     before = sorted(
         p.stat().st_mtime_ns for p in (reference / "data.zarr").rglob("*") if p.is_file()
     )
-    report = build_dataset(archive, reference, BuildConfig.from_yaml(config_file), workers=0)
+    report = build_dataset(tiny_archive, reference, BuildConfig.from_yaml(config_file), workers=0)
     after = sorted(
         p.stat().st_mtime_ns for p in (reference / "data.zarr").rglob("*") if p.is_file()
     )
@@ -217,20 +144,20 @@ def test_rerun_of_a_complete_build_does_nothing(reference, archive, config_file)
     assert report.patches == len(open_dataset(reference))
 
 
-def test_invalid_products_are_reported_with_a_distinct_exit_status(archive, config_file, tmp_path):
+def test_invalid_products_are_reported_with_a_distinct_exit_status(
+    tiny_archive, run_build, tmp_path
+):
     tiles = tmp_path / "tiles"
-    shutil.copytree(archive, tiles)
+    shutil.copytree(tiny_archive, tiles)
     image = sorted(p for p in tiles.rglob("*SPECTRAL_IMAGE*.TIF"))[0]
     image.write_bytes(image.read_bytes()[: image.stat().st_size // 3])  # truncated download
-    args = ["--tiles", str(tiles), "--config", str(config_file), "--workers", "0", "--quiet"]
-    res = CliRunner().invoke(build_command, [*args, "--out", str(tmp_path / "a")])
+    args = ["--tiles", tiles, "--quiet"]
+    res = run_build(*args, "--out", tmp_path / "a")
     assert res.exit_code == EXIT_INVALID_PRODUCTS, res.output
     assert "invalid products skipped" in res.output
     assert image.name.split("-SPECTRAL")[0] in res.output
     assert (tmp_path / "a" / "_COMPLETE").exists()
-    res = CliRunner().invoke(
-        build_command, [*args, "--out", str(tmp_path / "b"), "--allow-invalid"]
-    )
+    res = run_build(*args, "--out", tmp_path / "b", "--allow-invalid")
     assert res.exit_code == 0, res.output
 
 
@@ -238,10 +165,10 @@ def test_invalid_products_are_reported_with_a_distinct_exit_status(archive, conf
     "case",
     ["missing tiles", "bad config", "resume nothing", "changed config", "not a build", "both"],
 )
-def test_user_mistakes_give_one_line_errors(case, archive, config_file, reference, tmp_path):
-    args = ["--tiles", str(archive), "--out", str(tmp_path / "out"), "--workers", "0"]
+def test_user_mistakes_give_one_line_errors(case, reference, run_build, tmp_path):
+    args = ["--out", str(tmp_path / "out")]
     if case == "missing tiles":
-        args[1] = str(tmp_path / "nope")
+        args += ["--tiles", str(tmp_path / "nope")]
         expect = "no such file or folder"
     elif case == "bad config":
         bad = tmp_path / "bad.yaml"
@@ -253,8 +180,8 @@ def test_user_mistakes_give_one_line_errors(case, archive, config_file, referenc
         expect = "no build to resume"
     elif case == "changed config":
         other = tmp_path / "other.yaml"
-        other.write_text(json.dumps({**CONFIG, "extract": {"max_cloud_fraction": 0.5}}))
-        args[3] = str(reference)
+        other.write_text(json.dumps({**BUILD_CONFIG, "extract": {"max_cloud_fraction": 0.5}}))
+        args[1] = str(reference)
         args += ["--config", str(other)]
         expect = "different config"
     elif case == "not a build":
@@ -262,9 +189,9 @@ def test_user_mistakes_give_one_line_errors(case, archive, config_file, referenc
         (tmp_path / "out" / "x.txt").write_text("mine")
         expect = "not a dataset build"
     else:
-        args += ["--scheduler", "tcp://127.0.0.1:1"]
+        args += ["--workers", "0", "--scheduler", "tcp://127.0.0.1:1"]
         expect = "exclude each other"
-    res = CliRunner().invoke(build_command, args)
+    res = run_build(*args)
     assert res.exit_code == 1, res.output
     assert res.output.startswith("Error: ") and expect in res.output
     assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output

@@ -366,3 +366,20 @@ def test_large_component_is_split_into_balanced_units():
     rows = [sorted({-p.grid.origin_xy[1] for p in u.patches}) for u in units]
     for a, b in zip(rows, rows[1:]):
         assert a[-1] <= b[0]
+
+
+def test_reprojection_fill_is_nodata_for_images_and_unflagged_for_quality_layers():
+    """pixels.reproject_to: target pixels the source does not cover get -32768 in an image
+    (so the view fails the nodata check) and 0 (unflagged) in a quality layer."""
+    src = PixelGrid("EPSG:32633", (30.0, 0.0, 500_000.0, 0.0, -30.0, 5_000_000.0), (8, 8))
+    # the target grid: its 4 western columns (of 8) lie west of the source
+    dst = PixelGrid("EPSG:32633", (30.0, 0.0, 500_000.0 - 4 * 30, 0.0, -30.0, 5_000_000.0), (8, 8))
+    image = np.full((2, 8, 8), 1234, np.int16)
+    out = pixels.reproject_to(image, src, dst, "nearest")
+    assert (out[:, :, :4] == NODATA).all() and (out[:, :, 4:] == 1234).all()
+    assert pixels.has_nodata(out)
+    layer = np.ones((1, 8, 8), np.uint8)  # every source pixel flagged
+    flags = pixels.reproject_to(layer, src, dst, "nearest", nodata=None)[0]
+    assert (flags[:, :4] == 0).all() and (flags[:, 4:] == 1).all()
+    cloud, _ = pixels.flag_fractions({"CLOUD": flags}, dst.shape_yx)
+    assert cloud == 0.5  # uncovered pixels count as unflagged

@@ -67,3 +67,38 @@ def test_random_split_fractions_and_seed():
     assert np.bincount(codes).tolist() == [750, 100, 150]
     np.testing.assert_array_equal(codes, random_split(1000, SplitConfig()))
     assert not np.array_equal(codes, random_split(1000, SplitConfig(seed=1)))
+
+
+def test_label_loader_imports_no_gdal():
+    """The modules ``open_dataset``/``ds[i]`` run for labels import only numpy, pandas, zarr."""
+    import ast
+    from pathlib import Path
+
+    import spectralearth_build.labels as pkg
+
+    allowed = {
+        "numpy",
+        "pandas",
+        "zarr",
+        "__future__",
+        "csv",
+        "dataclasses",
+        "functools",
+        "importlib",
+        "pathlib",
+        "typing",
+    }
+    for name in ("loader.py", "presets.py"):
+        tree = ast.parse((Path(pkg.__file__).parent / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: only the error types and the lookup tables
+                    assert node.module in ("errors", "presets"), (name, node.module)
+                    continue
+                mods = [node.module or ""]
+            else:
+                continue
+            for m in mods:
+                assert m.split(".")[0] in allowed, (name, m)

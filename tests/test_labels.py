@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import rasterio
 from affine import Affine
@@ -16,7 +17,7 @@ from spectralearth_build import open_dataset
 from spectralearth_build.build import build_dataset
 from spectralearth_build.config import BuildConfig
 from spectralearth_build.errors import InputError
-from spectralearth_build.labels.presets import task_table
+from spectralearth_build.labels.presets import corine_clc_of_grid, task_table
 from spectralearth_build.labels.spec import parse_label_option
 from spectralearth_build.labels.splits import SplitConfig
 from spectralearth_build.labels.store import pair_labels
@@ -222,3 +223,150 @@ def test_spatial_splits_share_no_product_and_no_block(labelled):
         )
         random = np.asarray(zarr.open_array(str(split_array_path(labelled, task, "random")))[:])
         assert (random[ds.labels.has(task)] >= 0).all()
+
+
+def corine_targets_like_spectralearth(clc: np.ndarray) -> np.ndarray:
+    """SpectralEarth's CORINE target from a CLC-code mask: CLC -> 19 classes, multi-hot."""
+    from spectralearth_build.labels.presets import _rows
+
+    to19 = {
+        int(r["clc_code"]): int(r["bigearthnet19_index"])
+        for r in _rows("corine_classes.csv")
+        if r["bigearthnet19_index"]
+    }
+    hot = np.zeros(19, dtype=np.float32)
+    for code in np.unique(clc):
+        if int(code) in to19:
+            hot[to19[int(code)]] = 1
+    return hot
+
+
+def test_export_reads_like_spectralearth(labelled, tmp_path):
+    from spectralearth_build.labels.export import export_spectralearth
+
+    dest = tmp_path / "se"
+    report = export_spectralearth(labelled, dest, scheme="random", locations_per_unit=7)
+    ds = open_dataset(labelled)
+    assert report.images == len(ds.views)
+    ids = pd.read_csv(dest / "ids.csv", dtype={"location": str, "tile": str})
+    by_name = {f"{r.location}/{r.tile}.tif": r for r in ids.itertuples(index=False)}
+    pos_of = {int(p): i for i, p in enumerate(ds.index["patch_id"])}
+    for task in ("corine", "cdl", "nlcd"):
+        seen = []
+        for split in ("train", "val", "test"):
+            view = open_dataset(labelled, task=task, split=split, scheme="random")
+            lines = (dest / "splits" / f"enmap_{task}" / f"{split}.txt").read_text().split()
+            assert len(lines) == sum(view.n_views_at(i) for i in range(len(view)))
+            for line in lines:  # the way SpectralEarth's datasets read a sample
+                with rasterio.open(dest / "enmap" / line) as f:
+                    image, crs, transform, tags = f.read(), f.crs, f.transform, f.tags()
+                with rasterio.open(dest / task / line) as f:
+                    mask = f.read(1)
+                    assert f.crs == crs and f.transform == transform
+                r = by_name[line]
+                item = ds[pos_of[int(r.patch_id)]]
+                np.testing.assert_array_equal(image, item["image"][int(r.t)])
+                assert tags["PRODUCT"] == r.product == item["products"][int(r.t)]
+                assert crs.to_string() == item["crs"]
+                assert tuple(transform)[:6] == pytest.approx(item["transform"])
+                raw = item["labels"][task]
+                if task == "corine":  # stored grid codes, exported CLC codes
+                    assert mask.min() >= 111 and mask.max() <= 523
+                    np.testing.assert_array_equal(mask, corine_clc_of_grid()[raw])
+                    sample = next(
+                        i for i in range(len(view)) if view.index["patch_id"][i] == r.patch_id
+                    )
+                    np.testing.assert_array_equal(
+                        corine_targets_like_spectralearth(mask), view.label_at(sample)
+                    )
+                else:
+                    np.testing.assert_array_equal(mask, raw)
+                seen.append(int(r.patch_id))
+        # every labelled location of the task, all its timestamps, and nothing else
+        assert sorted(set(seen)) == sorted(open_dataset(labelled, task=task).index["patch_id"])
+
+
+def _strip_labels(src: Path, dst: Path) -> Path:
+    import shutil
+
+    import zarr
+
+    shutil.copytree(src, dst)
+    shutil.rmtree(dst / "labels")
+    for sub in ("labels", "splits"):
+        shutil.rmtree(dst / "data.zarr" / sub)
+    group = zarr.open_group(str(dst / "data.zarr"), mode="r+")
+    attrs = dict(group.attrs)
+    for key in ("labels", "tasks"):
+        attrs.pop(key)
+    group.attrs.clear()
+    group.attrs.update(attrs)
+    return dst
+
+
+def test_cli_labels_on_dask_same_result_and_resumes(archive, labelled, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from spectralearth_build.cli import main
+
+    out = _strip_labels(labelled, tmp_path / "ds")
+    args = ["labels", "--dataset", str(out), "--shard-locations", "8", "--block-km", "1"]
+    for p in ("corine", "cdl", "nlcd"):
+        args += ["--labels", f"{p}={archive.label(p)}"]
+    res = CliRunner().invoke(main, [*args, "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    assert "label corine: 22 of 40 locations labelled" in res.output
+    assert "task cdl spatial: train" in res.output
+    a, b = open_dataset(labelled), open_dataset(out)
+    for name in ("corine", "cdl", "nlcd"):
+        np.testing.assert_array_equal(a.labels.array(name)[:], b.labels.array(name)[:])
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(labelled / "labels" / f"{name}.parquet"),
+            pd.read_parquet(out / "labels" / f"{name}.parquet"),
+        )
+    assert a.attrs["tasks"] == b.attrs["tasks"]
+    # a pairing killed half-way: the table and two unit markers gone, the label incomplete
+    units = out / "labels" / "units" / "cdl"
+    for m in sorted(units.glob("unit-*.json"))[:2]:
+        m.unlink()
+    (units / "_COMPLETE").unlink()
+    (out / "labels" / "cdl.parquet").unlink()
+    res = CliRunner().invoke(main, [*args, "--workers", "0"])
+    assert res.exit_code == 0, res.output
+    assert "label corine: already paired" in res.output
+    assert "label cdl: 3 of 5 units done earlier" in res.output
+    np.testing.assert_array_equal(
+        a.labels.array("cdl")[:], open_dataset(out).labels.array("cdl")[:]
+    )
+    # the same NAME from another raster is refused without --replace
+    other = ["labels", "--dataset", str(out), "--labels", f"cdl={archive.label('nlcd')}"]
+    res = CliRunner().invoke(main, [*other, "--workers", "0"])
+    assert res.exit_code == 1 and "use --replace" in res.output
+    res = CliRunner().invoke(main, ["labels", "--dataset", str(out), "--labels", "x=nowhere.tif"])
+    assert res.exit_code == 1 and "no such file" in res.output
+    shutil.rmtree(out)
+
+
+def test_build_dataset_with_labels(archive, labelled, tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from spectralearth_build.cli.build import build_command
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(CONFIG))
+    out = tmp_path / "out"
+    args = ["--tiles", str(archive.out), "--out", str(out), "--config", str(cfg)]
+    args += ["--workers", "0", "--labels", f"corine={archive.label('corine')}"]
+    res = CliRunner().invoke(build_command, args)
+    assert res.exit_code == 0, res.output
+    assert "label corine: 22 of 40 locations labelled" in res.output
+    assert "no label: 18 outside" in res.output
+    np.testing.assert_array_equal(
+        open_dataset(out).labels.array("corine")[:],
+        open_dataset(labelled).labels.array("corine")[:],
+    )
+    res = CliRunner().invoke(build_command, [*args[:-2], "--labels", "cdl=/no/such.tif"])
+    assert res.exit_code == 1 and "no such file" in res.output

@@ -52,20 +52,26 @@ def test_cross_zone_patches_are_resampled_views() -> None:
     zones = {t.tile_id: t.crs for t in tiles}
     mixed = [p for p in patches if len({zones[v.tile_id] for v in p.views}) == 2]
     assert mixed, "the zone-line site yields patches with views from both zones"
+    resampled = 0
     for p in mixed:
         for v in p.views:
             assert v.resampled == (zones[v.tile_id] != p.grid.crs)
             if v.resampled:  # a small source window: the patch plus a pad of a few pixels
                 assert CFG.patch_px <= v.window.height <= CFG.patch_px + 8
                 assert CFG.patch_px <= v.window.width <= CFG.patch_px + 8
+                resampled += 1
+    assert resampled >= len(mixed)  # every mixed patch has at least one resampled view
 
 
 def test_every_patch_has_all_compatible_covering_tiles() -> None:
     """Longest series win: no tile covering a patch could have been added as a further view."""
-    tiles = scenario_tiles()
+    # plus a second acquisition of the revisited site half a day after the first one: it covers
+    # patches of that site but is too close in time to join them, so the check below has cases
+    tiles = [*scenario_tiles(), make_tile(99, 0.5, (498_800, 5_000_000), side_px=150, angle_deg=10)]
     patches = plan_patches(tiles, CFG).patches
     gap = timedelta(days=CFG.min_gap_days)
     by_id = {t.tile_id: t for t in tiles}
+    checked = 0  # covering tiles that were not views: each must be incompatible
     for p in patches:
         box = shapely.box(*p.grid.bounds)
         views = [by_id[v.tile_id] for v in p.views]
@@ -80,6 +86,8 @@ def test_every_patch_has_all_compatible_covering_tiles() -> None:
                 t.datatake != v.datatake and abs(t.start_time - v.start_time) >= gap for v in views
             )
             assert not compatible, f"patch {p.patch_id} misses view {t.tile_id}"
+            checked += 1
+    assert checked > 0, "no covering tile outside a patch's views was checked"
 
 
 def test_longer_tuple_takes_the_shared_area() -> None:

@@ -146,13 +146,11 @@ def test_plan_command_bad_catalog(tmp_path: Path, kind: str) -> None:
     assert not isinstance(res.exception, Exception) or isinstance(res.exception, SystemExit)
 
 
-def test_plan_on_synth_archive(tmp_path: Path) -> None:
+def test_plan_on_synth_archive(tiny_archive: Path) -> None:
     from spectralearth_build.catalog import scan, tile_records
-    from spectralearth_build.synth import make_archive
 
-    make_archive(tmp_path / "archive", preset="tiny")
     config = BuildConfig().replace(plan={"patch_px": 32})
-    tiles = tile_records(scan(tmp_path / "archive", config))
+    tiles = tile_records(scan(tiny_archive, config))
     assert len(tiles) >= 4
     result = plan_patches(tiles, config.plan)
     patches = result.patches

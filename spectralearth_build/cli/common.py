@@ -34,6 +34,7 @@ tiles_option = click.option(
 
 
 def load_config(config_path: Path | None) -> BuildConfig:
+    """The config of ``--config`` (defaults when no file is given)."""
     return BuildConfig.from_yaml(config_path) if config_path else BuildConfig()
 
 

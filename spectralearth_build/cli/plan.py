@@ -51,6 +51,7 @@ def load_tile_records(path: Path) -> list[Any]:
 
 
 def print_plan_summary(summary: dict[str, Any]) -> None:
+    """Print a plan summary: tiles, edges, tuples and patches by number of timestamps."""
     click.echo(
         f"{summary['tiles']} tiles, {summary['edges']} overlap edges, "
         f"{summary['components']} components, max degree {summary['max_degree']} "

@@ -18,11 +18,9 @@ from io import BytesIO
 from typing import Any
 from xml.dom import minidom
 
+from ..errors import MetadataError
+
 CORNER_FRAMES = ("upper_left", "upper_right", "lower_right", "lower_left")
-
-
-class MetadataError(ValueError):
-    """METADATA.XML is missing, unreadable or lacks a required element."""
 
 
 def parse_time(text: str) -> datetime:

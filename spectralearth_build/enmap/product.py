@@ -18,6 +18,8 @@ from rasterio.windows import Window as RioWindow
 from shapely.geometry import Polygon
 
 from ..bands import BandSelection
+from ..errors import ProductError
+from ..formats import NODATA
 from ..grid import PixelGrid, Window
 from .discovery import IMAGE, METADATA, ProductSource
 from .footprint import valid_footprint
@@ -27,18 +29,7 @@ from .metadata import MetadataError, ProductMetadata, parse_metadata
 # (``x.tar.gz.properties``) unless told not to: scanning must never write into the input folder.
 os.environ.setdefault("CPL_VSIL_GZIP_WRITE_PROPERTIES", "NO")
 
-NODATA = -32768
 CLASS_LAND, CLASS_WATER, CLASS_BACKGROUND = 1, 2, 3
-
-
-class ProductError(Exception):
-    """A product cannot be used; ``reason`` is a short machine-friendly cause."""
-
-    def __init__(self, product: str, reason: str, detail: str = ""):
-        self.product = product
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{product}: {reason}" + (f" ({detail})" if detail else ""))
 
 
 def _rio_window(window: Window | None) -> RioWindow | None:

@@ -16,8 +16,8 @@ from collections.abc import Iterable
 import numpy as np
 
 from ..config import ExtractConfig
+from ..formats import NODATA
 from ..grid import PixelGrid, Window
-from .reader import NODATA
 
 CLOUD_LAYERS = ("CLOUD", "CLOUDSHADOW", "HAZE")
 SNOW_LAYER = "SNOW"
@@ -28,7 +28,6 @@ CLOUD_REASON = "cloud/shadow/haze above limit"
 SNOW_REASON = "snow above limit"
 OUTSIDE_REASON = "window outside tile"
 READ_FAILED_REASON = "source read failed"
-NO_VIEWS_REASON = "no valid views"
 
 
 def bounding_window(windows: Iterable[Window]) -> Window:
@@ -87,6 +86,7 @@ def quality_reason(cloud: float, snow: float, config: ExtractConfig) -> str | No
 
 
 def has_nodata(image: np.ndarray) -> bool:
+    """True if any value of ``image`` (any shape) is the nodata value -32768."""
     return bool((image == NODATA).any())
 
 

@@ -17,9 +17,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..formats import NODATA
 from ..grid import PixelGrid, Window
 
-NODATA = -32768
+__all__ = ["NODATA", "QUALITY_FLAGS", "TileInfo", "TileReader", "EnmapReader", "MemoryReader"]
+
 QUALITY_FLAGS = ("CLOUD", "CLOUDSHADOW", "HAZE", "SNOW")
 
 
@@ -142,7 +144,7 @@ class MemoryReader:
         tile = self.tiles[tile_id]
         self.reads[(tile_id, "IMAGE")] += 1
         if tile.fail:
-            from ..enmap.product import ProductError
+            from ..errors import ProductError
 
             raise ProductError(tile_id, "image read failed", tile.fail)
         _check_inside(tile.grid, window, tile_id)

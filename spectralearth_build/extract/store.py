@@ -1,19 +1,21 @@
 """The dataset directory and its Zarr v3 store (the layout is documented in docs/FORMAT.md).
 
-``OUT/data.zarr`` holds one array, ``images``, shaped ``(slots, T_max, C, P, P)`` int16: one
-chunk per location holding its whole time series (unused timestamps are nodata, which the
-compressor reduces to almost nothing), grouped into shards of ``locations_per_shard`` locations
-along the first axis, so a 500k-location dataset is tens of thousands of files, not millions.
-Each work unit owns whole shards and writes each of them exactly once with one full-shard
-assignment; chunks that are entirely nodata are not stored.
+``OUT/data.zarr`` holds one array, ``images``, shaped ``(slots, T_max, C, P, P)`` int16, laid
+out as a :class:`~spectralearth_build.formats.StoreLayout`: one inner chunk per view
+``(1, 1, C, P, P)`` (format version 2), grouped into shards of ``locations_per_shard``
+locations with their whole time series, so a 500k-location dataset is tens of thousands of
+files, not millions, and a single-view read decodes one view.  Each work unit owns whole shards
+and writes each of them exactly once with one full-shard assignment; chunks that are entirely
+nodata (padding timestamps, unused slots) are not stored.
 
 The rest of ``OUT`` is small files written by the driver: the build manifest, the catalog and
 plan, one done-marker per unit (JSON, written after the unit's shards), the tables, the report
-and, last of all, ``_COMPLETE``.
+and, last of all, ``_COMPLETE``.  File names are in :mod:`spectralearth_build.formats`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -21,23 +23,24 @@ from typing import Any
 
 import numpy as np
 
-from ..config import ExtractConfig
-from .reader import NODATA
-
-FORMAT_VERSION = 1
-STORE_NAME = "data.zarr"
-ARRAY_NAME = "images"
-MANIFEST = "build.json"
-CATALOG = "catalog.parquet"
-PLAN = "plan.parquet"
-UNITS_DIR = "units"
-INDEX = "index.parquet"
-VIEWS = "views.parquet"
-DROPPED = "dropped_views.parquet"
-REPORT = "report.json"
-COMPLETE = "_COMPLETE"
-DIMENSIONS = ("location", "time", "band", "y", "x")
-COMPRESSORS = ("zstd", "blosc-zstd", "gzip", "none")
+from .. import __version__
+from ..config import BuildConfig, ExtractConfig
+from ..errors import InputError
+from ..formats import (
+    ARRAY_NAME,
+    COMPLETE,
+    COMPRESSORS,
+    DIMENSIONS,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST,
+    NODATA,
+    STORE_NAME,
+    UNITS_DIR,
+    StoreLayout,
+)
+from ..plan import PlannedPatch
+from .results import UnitResult
 
 
 def locations_per_shard(config: ExtractConfig, t_max: int, n_bands: int, patch_px: int) -> int:
@@ -53,6 +56,26 @@ def locations_per_shard(config: ExtractConfig, t_max: int, n_bands: int, patch_p
     return 1 << (int(k).bit_length() - 1)
 
 
+def plan_layout(patches: list[PlannedPatch], config: BuildConfig, n_slots: int = 0) -> StoreLayout:
+    """The store layout for a plan: ``T_max``, bands, patch size, shard size, codec.
+
+    Args:
+        patches: the plan; all patches must be square and of one size.
+        config: band selection and ``extract`` settings (shard size, codec).
+        n_slots: locations along axis 0 (set once the work units are known).
+    """
+    sizes = {p.grid.shape_yx for p in patches}
+    if len(sizes) > 1 or any(h != w for h, w in sizes):
+        raise InputError(f"plan patches must all be square and of one size, got {sorted(sizes)}")
+    patch_px = sizes.pop()[0] if sizes else config.plan.patch_px
+    t_max = max((p.n_views for p in patches), default=1)
+    n_bands, ex = config.bands.count, config.extract
+    k = locations_per_shard(ex, t_max, n_bands, patch_px)
+    return StoreLayout.for_store(
+        n_slots, t_max, n_bands, patch_px, k, ex.compressor, ex.compression_level
+    )
+
+
 def compressors(name: str, level: int) -> list[Any]:
     """Zarr v3 bytes-to-bytes codecs for a compressor name (see ``COMPRESSORS``)."""
     from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
@@ -61,6 +84,8 @@ def compressors(name: str, level: int) -> list[Any]:
         return [ZstdCodec(level=level)]
     if name == "blosc-zstd":
         return [BloscCodec(cname="zstd", clevel=level, shuffle="bitshuffle", typesize=2)]
+    if name == "blosc-lz4":
+        return [BloscCodec(cname="lz4", clevel=level, shuffle="bitshuffle", typesize=2)]
     if name in ("gzip", "deflate"):
         return [GzipCodec(level=level)]
     if name == "none":
@@ -68,45 +93,36 @@ def compressors(name: str, level: int) -> list[Any]:
     raise ValueError(f"unknown compressor {name!r}; known: {list(COMPRESSORS)}")
 
 
-def create_images(
-    out: Path,
-    n_slots: int,
-    t_max: int,
-    n_bands: int,
-    patch_px: int,
-    shard_locations: int,
-    config: ExtractConfig,
-) -> Any:
-    """Create ``OUT/data.zarr/images`` (or open it if it exists with the same layout)."""
+def create_images(out: str | Path, layout: StoreLayout) -> Any:
+    """Create ``OUT/data.zarr/images`` with ``layout`` (or open it if it exists with it)."""
     import zarr
 
     path = Path(out) / STORE_NAME
-    shape = (n_slots, t_max, n_bands, patch_px, patch_px)
-    chunks = (1, t_max, n_bands, patch_px, patch_px)
-    shards = (shard_locations, *chunks[1:])
     if (path / ARRAY_NAME / "zarr.json").exists():
         arr = zarr.open_array(store=str(path / ARRAY_NAME), mode="r+")
-        if arr.shape != shape or arr.chunks != chunks or arr.shards != shards:
+        if (arr.shape, arr.chunks, arr.shards) != (layout.shape, layout.chunks, layout.shards):
             raise ValueError(
                 f"{path}: existing images array {arr.shape} chunks {arr.chunks} shards "
-                f"{arr.shards} does not match the plan ({shape}, {chunks}, {shards})"
+                f"{arr.shards} does not match the plan "
+                f"({layout.shape}, {layout.chunks}, {layout.shards})"
             )
         return arr
     group = zarr.open_group(store=str(path), mode="a", zarr_format=3)
     return group.create_array(
         ARRAY_NAME,
-        shape=shape,
-        chunks=chunks,
-        shards=shards,
+        shape=layout.shape,
+        chunks=layout.chunks,
+        shards=layout.shards,
         dtype="int16",
         fill_value=NODATA,
-        compressors=compressors(config.compressor, config.compression_level),
+        compressors=compressors(layout.compressor, layout.compression_level),
         dimension_names=DIMENSIONS,
         config={"write_empty_chunks": False},
     )
 
 
 def open_images(out: str | Path, mode: str = "r") -> Any:
+    """The ``images`` array of the dataset in ``out``."""
     import zarr
 
     return zarr.open_array(store=str(Path(out) / STORE_NAME / ARRAY_NAME), mode=mode)
@@ -131,19 +147,74 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+# -- unit markers ---------------------------------------------------------------------------------
 def marker_path(out: str | Path, unit_name: str) -> Path:
+    """``OUT/units/<unit_name>.json``."""
     return Path(out) / UNITS_DIR / f"{unit_name}.json"
 
 
-def write_marker(out: str | Path, unit_name: str, result: dict[str, Any]) -> None:
-    atomic_write_text(marker_path(out, unit_name), json.dumps(result, sort_keys=True))
+def write_marker(out: str | Path, result: UnitResult) -> None:
+    """Write a unit's done-marker (after its shards)."""
+    atomic_write_text(marker_path(out, result.name), json.dumps(result.to_dict(), sort_keys=True))
 
 
-def read_marker(out: str | Path, unit_name: str) -> dict[str, Any] | None:
+def read_marker(out: str | Path, unit_name: str) -> UnitResult | None:
+    """The unit's result if its marker exists, else None."""
     path = marker_path(out, unit_name)
     if not path.exists():
         return None
-    return json.loads(path.read_text())  # type: ignore[no-any-return]
+    return UnitResult.from_dict(json.loads(path.read_text()))
+
+
+# -- the build manifest ---------------------------------------------------------------------------
+def build_manifest(config: BuildConfig, tiles: Path) -> dict[str, Any]:
+    """The content of ``OUT/build.json`` for a build of ``tiles`` with ``config``."""
+    return {
+        "kind": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "config": config.to_dict(),
+        "inputs": inputs_fingerprint(tiles),
+    }
+
+
+def inputs_fingerprint(tiles: Path) -> str:
+    """Hash of the input folder's file names (relative) and sizes: cheap, detects changes."""
+    h = hashlib.sha256()
+    tiles = Path(tiles)
+    if tiles.is_file():
+        h.update(f"{tiles.name}\0{tiles.stat().st_size}\n".encode())
+        return h.hexdigest()
+    for root, dirs, files in os.walk(tiles):
+        dirs.sort()
+        for f in sorted(files):
+            p = Path(root, f)
+            h.update(f"{p.relative_to(tiles).as_posix()}\0{p.stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
+def check_or_write_manifest(out: Path, manifest: dict[str, Any], resume: bool) -> bool:
+    """Write ``OUT/build.json`` or check it matches; True if an earlier build is continued."""
+    path = out / MANIFEST
+    if path.exists():
+        old = json.loads(path.read_text())
+        for key, what in (
+            ("config", "config"),
+            ("inputs", "input products"),
+            ("plan_sha256", "plan"),
+        ):
+            if key in manifest and old.get(key) != manifest[key]:
+                raise InputError(
+                    f"{out}: the build there used a different {what}; resume it with the same "
+                    "--tiles and --config, or choose a new --out"
+                )
+        return True
+    if resume:
+        raise InputError(f"--resume: {out} holds no build to resume ({MANIFEST} missing)")
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"--out {out}: folder exists and is not a dataset build; choose a new one")
+    atomic_write_text(path, json.dumps(manifest, sort_keys=True, indent=1))
+    return False
 
 
 def store_bytes(out: Path) -> int:
@@ -155,4 +226,5 @@ def store_bytes(out: Path) -> int:
 
 
 def is_complete(out: Path) -> bool:
+    """True once ``OUT/_COMPLETE`` exists."""
     return (Path(out) / COMPLETE).exists()

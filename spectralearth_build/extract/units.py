@@ -20,6 +20,7 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from ..plan import PlannedPatch
@@ -46,19 +47,21 @@ class WorkUnit:
 
     @property
     def n_views(self) -> int:
+        """Planned views of the unit's patches."""
         return sum(p.n_views for p in self.patches)
 
     def slot(self, position: int) -> int:
         """Store location index of the unit's ``position``-th patch."""
         return self.slot_start + position
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """Hex digest of the unit's inputs (patches, views, slots)."""
+        """Hex digest of the unit's inputs (patches, views, slots); computed once."""
         return unit_key(self)
 
     @property
     def name(self) -> str:
+        """``unit-<index>-<key prefix>``: the task key and the marker's file name."""
         return f"unit-{self.index:06d}-{self.key[:16]}"
 
 
@@ -72,12 +75,13 @@ def _patch_dict(p: PlannedPatch) -> dict[str, Any]:
     }
 
 
-def unit_key(unit: WorkUnit, extra: dict[str, Any] | None = None) -> str:
+def unit_key(unit: WorkUnit) -> str:
+    """SHA-256 (hex) of everything that determines what the unit writes."""
     payload = {
         "patches": [_patch_dict(p) for p in unit.patches],
         "slot_start": unit.slot_start,
         "n_slots": unit.n_slots,
-        "extra": extra or {},
+        "extra": {},  # kept so that keys (and resumable builds) stay as they were
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -146,4 +150,5 @@ def make_units(
 
 
 def total_slots(units: list[WorkUnit]) -> int:
+    """Slots the units own together (the store's first axis)."""
     return sum(u.n_slots for u in units)

@@ -12,13 +12,15 @@ is aggregated (``mode``; ``average``), judged by the number of label pixels alon
 a sentinel), and :func:`pair_location` warps it onto the patch grid with
 ``rasterio.warp.reproject`` and classifies the result: ``ok``, ``outside`` (no label pixel
 under the patch), ``partial`` (not fully covered) or ``nodata`` (a nodata value under the
-patch).  Only ``ok`` locations get a mask.
+patch; with kernel resampling, in the window under the patch).  Only ``ok`` locations get a
+mask.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -172,6 +174,14 @@ def _is_nodata(a: np.ndarray, values: tuple[float, ...]) -> np.ndarray:
     return hit
 
 
+@lru_cache(maxsize=64)
+def _rio_crs(crs: str) -> Any:
+    """A parsed rasterio CRS (parsing a string on every reproject costs ~5 ms)."""
+    from rasterio.crs import CRS
+
+    return CRS.from_user_input(crs)
+
+
 def pair_location(
     grid: PixelGrid, reader: WindowReader, kind: str, requested: str = "auto"
 ) -> Paired:
@@ -192,6 +202,12 @@ def pair_location(
     uncovered = _is_sentinel(core, reader.sentinel)
     if uncovered.all():
         return Paired("outside", resampling, None)
+    if resampling != "nearest":
+        # kernels must not blend nodata into values: nodata under the patch means no label,
+        # nodata in the margin is left out of the kernel (GDAL skips the sentinel)
+        if _is_nodata(core, src.nodata_values).any():
+            return Paired("nodata", resampling, None)
+        data = np.where(_is_nodata(data, src.nodata_values), reader.sentinel, data)
     x0, y0 = src.origin_xy
     src_transform = Affine(src.res, 0.0, x0 + src.res * pc0, 0.0, -src.res, y0 - src.res * pr0)
     dst = np.full(grid.shape_yx, reader.sentinel, dtype=reader.work_dtype)
@@ -199,17 +215,15 @@ def pair_location(
         data,
         dst,
         src_transform=src_transform,
-        src_crs=src.crs,
+        src_crs=_rio_crs(src.crs),
         src_nodata=reader.sentinel,
         dst_transform=Affine(*grid.transform),
-        dst_crs=grid.crs,
+        dst_crs=_rio_crs(grid.crs),
         dst_nodata=reader.sentinel,
         resampling=Resampling[resampling],
     )
     if _is_sentinel(dst, reader.sentinel).any():
         return Paired("partial", resampling, None)
     if _is_nodata(dst, src.nodata_values).any():
-        return Paired("nodata", resampling, None)
-    if resampling in ("mode", "average") and _is_nodata(core, src.nodata_values).any():
         return Paired("nodata", resampling, None)
     return Paired("ok", resampling, dst.astype(src.dtype))

@@ -113,6 +113,8 @@ def parse_label_option(text: str) -> LabelSpec:
             path_parts.append(part)
     path = ",".join(path_parts)
     preset = options.get("preset") or (name if name in PRESETS else None)
+    if preset is not None and preset not in PRESETS:
+        raise InputError(f"--labels {name}: unknown preset {preset!r} (known: {sorted(PRESETS)})")
     kind = options.get("kind") or (PRESETS[preset].kind if preset else "categorical")
     year = options.get("year")
     if year is not None and not re.fullmatch(r"\d{4}", year):

@@ -100,6 +100,7 @@ def run_label_unit(unit: LabelUnit) -> dict[str, Any]:
 
     A unit whose marker exists is not redone (its marker is returned).
     """
+    import rasterio
     import zarr
 
     from .pairing import WindowReader, pair_location
@@ -115,7 +116,8 @@ def run_label_unit(unit: LabelUnit) -> dict[str, Any]:
     codes: list[list[int]] = []
     counts: list[list[int]] = []
     t0 = time.perf_counter()
-    with WindowReader(unit.source) as reader:
+    # one GDAL environment for the unit, so tiles stay in GDAL's block cache between locations
+    with rasterio.Env(), WindowReader(unit.source) as reader:
         for k, grid in enumerate(unit.grids):
             res = pair_location(grid, reader, unit.kind, unit.resampling)
             statuses.append(res.status)
@@ -264,6 +266,8 @@ def pair_labels(
         PixelGrid(str(r.crs), tuple(r.transform), (int(r.height), int(r.width)))
         for r in locs.itertuples(index=False)
     )
+    if specs and not len(locs):
+        raise InputError(f"{out}: the dataset has no locations to label")
     p = int(locs["height"].max()) if len(locs) else 0
     group = zarr.open_group(store=str(out / STORE_NAME), mode="r+")
     all_meta: dict[str, Any] = dict(group.attrs.get("labels") or {})  # type: ignore[arg-type]

@@ -181,4 +181,5 @@ class LandCoverMap:
 
 
 def class_names() -> list[str]:
+    """Names of the synthetic land-cover classes, in class order."""
     return [c.name for c in CLASSES]

@@ -32,12 +32,12 @@ from ..bands import reference_bands
 from ..crs import transformer
 from ..enmap.metadata import ProductMetadata, metadata_to_xml
 from ..enmap.naming import PREFIX
+from ..formats import NODATA
 from . import spectra
 from .landcover import LandCoverMap, SmoothField
 from .layout import PIXEL_M, SITES, ProductSpec
 from .presets import SynthParams
 
-NODATA = -32768
 NODATA_BANDS_1BASED = range(130, 136)
 """Bands (1-based, of the 224-band layout) that are all nodata in real products."""
 QUALITY_LAYERS = ("CLASSES", "CLOUD", "CLOUDSHADOW", "HAZE", "CIRRUS", "SNOW", "TESTFLAGS")
@@ -304,6 +304,7 @@ def _write_uint8(path: Path, data: np.ndarray, spec: ProductSpec, count: int = 1
 def product_metadata(
     spec: ProductSpec, ctx: RenderContext, covers: dict[str, float]
 ) -> ProductMetadata:
+    """The METADATA.XML content of one synthetic product (``covers``: quality-flag percentages)."""
     n = ctx.wavelengths.size
     return ProductMetadata(
         name=spec.name.stem,
@@ -426,6 +427,7 @@ def _truncate_keeping_header(path: Path) -> None:
 
 
 def remove_tree(path: Path) -> None:
+    """Delete a folder and everything in it (errors are raised)."""
     shutil.rmtree(path, ignore_errors=False)
 
 

@@ -1,0 +1,87 @@
+"""``spectralearth-build export``: write a dataset in another layout (SpectralEarth's)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import USER_ERRORS, InputError
+
+
+@click.command()
+@click.option(
+    "--dataset",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Dataset folder written by build-dataset.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["spectralearth"]),
+    default="spectralearth",
+    show_default=True,
+    help="Target layout.",
+)
+@click.option(
+    "--out", "dest", required=True, type=click.Path(path_type=Path), help="Folder to write."
+)
+@click.option(
+    "--scheme",
+    type=click.Choice(["spatial", "random"]),
+    default="spatial",
+    show_default=True,
+    help="Split scheme written to splits/.",
+)
+@click.option("--task", "tasks", multiple=True, help="Task to export (repeatable; default: all).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Worker processes of a local Dask cluster (default: one per core; 0: no Dask).",
+)
+@click.option("--scheduler", default=None, help="Existing Dask cluster: address or scheduler file.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def export_command(
+    out: Path,
+    fmt: str,
+    dest: Path,
+    scheme: str,
+    tasks: tuple[str, ...],
+    workers: int | None,
+    scheduler: str | None,
+    quiet: bool,
+) -> None:
+    """Export a dataset, its label masks and splits to another folder layout."""
+    from ..cluster import dask_client
+    from ..labels.export import export_spectralearth
+    from .common import show_progress
+
+    try:
+        if workers is not None and scheduler is not None:
+            raise InputError("--workers and --scheduler exclude each other")
+        if dest.exists() and any(dest.iterdir()):
+            raise InputError(f"--out {dest}: folder exists and is not empty")
+        with dask_client(workers, scheduler) as client:
+            report = export_spectralearth(
+                out,
+                dest,
+                scheme=scheme,
+                tasks=list(tasks) or None,
+                client=client,
+                progress=show_progress(quiet),
+            )
+    except USER_ERRORS as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"exported {report.locations} locations, {report.images} images to {report.dest} "
+        f"({fmt} layout, {report.seconds:.1f} s)"
+    )
+    for task, n in report.masks.items():
+        s = report.samples[task]
+        click.echo(
+            f"  {task}: {n} masks; {scheme} splits train {s['train']}, val {s['val']}, "
+            f"test {s['test']} samples"
+        )
