@@ -128,7 +128,7 @@ def _input_size(model: nn.Module) -> int | None:
 
 @torch.no_grad()
 def extract_features(
-    model: nn.Module,
+    model: Any,
     dataset: Any,
     mean: np.ndarray,
     std: np.ndarray,
@@ -162,7 +162,7 @@ def extract_features(
     return torch.cat(pooled), d_map, labels
 
 
-def _dense(model: nn.Module, feats: Tensor) -> Tensor:
+def _dense(model: Any, feats: Tensor) -> Tensor:
     """``(B, D, h, w)`` from ViT tokens ``(B, prefix + h*w, D)`` or a ResNet map."""
     if feats.ndim == 4:
         return feats
@@ -422,8 +422,8 @@ def evaluate(
     else:
         encoder.eval()
         info = {"checkpoint": None, "backbone": type(encoder).__name__}
-    train = open_dataset(data, task=cfg.task, split="train", scheme=cfg.scheme)
-    test = open_dataset(data, task=cfg.task, split="test", scheme=cfg.scheme)
+    train: Any = open_dataset(data, task=cfg.task, split="train", scheme=cfg.scheme)
+    test: Any = open_dataset(data, task=cfg.task, split="test", scheme=cfg.scheme)
     if len(train) == 0 or len(test) == 0:
         raise TrainInputError(
             f"{data}: task {cfg.task} has {len(train)} train and {len(test)} test samples "
@@ -443,10 +443,10 @@ def evaluate(
     else:
         assert tr_map is not None and te_map is not None
         ignore = int(train.ignore_index)
-        tr_y = torch.as_tensor(np.stack(tr_lab))
-        te_y = torch.as_tensor(np.stack(te_lab))
-        results = segmentation_probes(tr_map, tr_y, te_map, te_y, len(names), ignore, cfg, dev)
-        colour_tr, colour_te = _majority(tr_y, ignore), _majority(te_y, ignore)
+        tr_m = torch.as_tensor(np.stack(tr_lab))
+        te_m = torch.as_tensor(np.stack(te_lab))
+        results = segmentation_probes(tr_map, tr_m, te_map, te_m, len(names), ignore, cfg, dev)
+        colour_tr, colour_te = _majority(tr_m, ignore), _majority(te_m, ignore)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {

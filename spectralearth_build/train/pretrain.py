@@ -226,6 +226,7 @@ def lr_at(step: int, total: int, cfg: OptimConfig) -> float:
 
 
 def make_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD or AdamW; weight decay on matrices and kernels only (not biases, norms, tokens)."""
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
     groups = [
@@ -342,6 +343,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` atomically (a temporary file, then a rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
@@ -434,8 +436,9 @@ def pretrain(
         method = build_method(cfg.method, backbone, total, **cfg.method_kw)
     except TypeError as exc:
         raise ConfigError(f"method {cfg.method}: {exc}") from exc
-    method = tdist.convert_sync_batchnorm(method, dev)
-    assert isinstance(method, Method)
+    converted = tdist.convert_sync_batchnorm(method, dev)
+    assert isinstance(converted, Method)
+    method = converted
     method.to(dev).train()
     params = [p for p in method.parameters() if p.requires_grad]
     opt = make_optimizer(params, cfg.optim)
