@@ -117,7 +117,7 @@ def _torchrun(args: list[str], nproc: int, cwd: Path) -> subprocess.CompletedPro
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
-@pytest.mark.parametrize("method", ["moco", "dino", "barlow"])
+@pytest.mark.parametrize("method", ["moco", "dino", pytest.param("barlow", marks=pytest.mark.slow)])
 def test_two_process_ddp_matches_one_process(method, store, tmp_path):
     cfg_path = tmp_path / "cfg.yaml"
     # SGD: Adam's division by sqrt(v) turns float-rounding differences of near-zero gradients
