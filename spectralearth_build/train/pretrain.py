@@ -464,7 +464,7 @@ def pretrain(
     if world > 1:
         model = _ddp(method, dev)
     if tc.compile:
-        model = torch.compile(model)
+        _compile_backbones(method)
     bf16 = tc.precision == "bf16" or (tc.precision == "auto" and dev.type == "cuda")
     autocast = (
         (lambda: torch.autocast(device_type=dev.type, dtype=torch.bfloat16))
@@ -605,6 +605,22 @@ def pretrain(
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return result
+
+
+def _compile_backbones(method: Method) -> None:
+    """``torch.compile`` the encoders in place (``nn.Module.compile``: state-dict keys unchanged).
+
+    The whole method is not compiled: its forward takes the step (DINO's schedules) and draws
+    MAE masks from CPU generators, which would recompile or break the graph every step.
+    """
+    for name in ("backbone", "backbone_k", "backbone_t"):
+        module = getattr(method, name, None)
+        if module is None:
+            continue
+        if method.n_views == 1 and hasattr(module, "vit_core"):  # MAE calls the blocks directly
+            module.vit_core.blocks.compile()
+        else:
+            module.compile()
 
 
 def _ddp(method: nn.Module, dev: torch.device) -> nn.Module:
