@@ -131,8 +131,8 @@ def test_pretrained_encoder_beats_random_on_corine_probe(store16, tmp_path):
     """MoCo for a few steps against the same architecture at initialisation (same seed).
 
     Does not hold yet on the tiny synthetic store: 40 MoCo steps give a linear-probe micro mAP
-    of 0.705 against 0.806 for the random encoder (120 steps: 0.680; MAE: 0.637), so it is kept out of the
-    default run until a longer or better-tuned pretraining makes it pass.
+    of 0.705 against 0.806 for the random encoder (120 steps: 0.680; MAE: 0.637), so it is kept
+    out of the default run until a longer or better-tuned pretraining makes it pass.
     """
     cfg = PretrainConfig.from_dict(
         {
