@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -26,6 +28,13 @@ class TinySpecViT(nn.Module):
             num_classes=0,
         )
         self.num_features = dim
+        self.img_size = img_size
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vit_core.forward_features(self.spectral_adapter(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.vit_core.forward_head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.vit_core(self.spectral_adapter(x))
@@ -40,13 +49,40 @@ class TinySpecRN(nn.Module):
             nn.Conv2d(in_chans, 16, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()
         )
         self.resnet = nn.Sequential(
-            nn.Conv2d(16, dim, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(dim),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
+            nn.Conv2d(16, dim, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(dim), nn.ReLU()
         )
         self.num_features = dim
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.resnet(self.spectral_adapter(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return x.mean((2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def labelled_store(tmp_path_factory, patch_px: int = 32) -> Path:
+    """A tiny built dataset with CORINE/CDL/NLCD labels, built once per test session."""
+    out = tmp_path_factory.getbasetemp() / f"train_store_{patch_px}"
+    if (out / "data" / "_COMPLETE").exists() and (out / "labelled").exists():
+        return out / "data"
+    from spectralearth_build.build import build_dataset
+    from spectralearth_build.config import BuildConfig
+    from spectralearth_build.labels.spec import parse_label_option
+    from spectralearth_build.labels.splits import SplitConfig
+    from spectralearth_build.labels.store import pair_labels
+    from spectralearth_build.synth import make_archive
+
+    archive = make_archive(out / "tiles", preset="tiny", seed=0)
+    build_dataset(
+        archive.out,
+        out / "data",
+        BuildConfig.from_dict({"plan": {"patch_px": patch_px}}),
+        workers=0,
+    )
+    specs = [parse_label_option(f"{p}={archive.label(p)}") for p in ("corine", "cdl", "nlcd")]
+    pair_labels(out / "data", specs, shard_locations=8, split_config=SplitConfig(block_m=1000.0))
+    (out / "labelled").write_text("")
+    return out / "data"

@@ -151,7 +151,11 @@ class TaskView:
         if split is not None:
             keep = keep & (reader.split_codes(task, scheme) == SPLIT_CODES[split])
         self.positions = np.flatnonzero(keep)
-        self.index = base.index.iloc[self.positions].reset_index(drop=True)
+
+    @property
+    def index(self) -> Any:
+        """The matching rows of ``base.index`` (a GeoDataFrame: loads geopandas on first use)."""
+        return self.base.index.iloc[self.positions].reset_index(drop=True)
 
     @property
     def classes(self) -> list[str]:

@@ -25,11 +25,12 @@ def _user_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from ..config import ConfigError
+        from .models.errors import ModelError
         from .pretrain import TrainInputError
 
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, TrainInputError, FileNotFoundError) as exc:
+        except (ConfigError, TrainInputError, ModelError, FileNotFoundError) as exc:
             raise click.ClickException(str(exc)) from exc
         except (ValueError, RuntimeError) as exc:
             from ..errors import USER_ERRORS  # imported only on this path (it loads rasterio)
@@ -198,6 +199,150 @@ def pretrain_command(
         import torch.distributed as dist
 
         dist.destroy_process_group()
+
+
+def _floats(ctx: Any, param: Any, value: str) -> tuple[float, ...]:
+    try:
+        out = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
+    if not all(0 < f <= 1 for f in out):
+        raise click.BadParameter("fractions must lie in (0, 1]")
+    return out
+
+
+@main.command("eval")
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Our pretraining checkpoint or a SpectralEarth one (then give --backbone).",
+)
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Dataset folder with paired labels.",
+)
+@click.option("--task", required=True, type=click.Choice(["corine", "cdl", "nlcd"]))
+@click.option("--backbone", default=None, help="Backbone name (spec_vit_s, spec_rn50, ...).")
+@click.option(
+    "--backbone-arg",
+    "backbone_args",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Backbone option (repeatable), e.g. --backbone-arg embed_dim=64.",
+)
+@click.option("--random-init", is_flag=True, help="Evaluate a randomly initialised --backbone.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Output folder [beside the checkpoint, else eval/].",
+)
+@click.option(
+    "--scheme",
+    type=click.Choice(["spatial", "random"]),
+    default="spatial",
+    show_default=True,
+    help="Split scheme.",
+)
+@click.option(
+    "--fractions",
+    default="0.01,0.1,1",
+    show_default=True,
+    callback=_floats,
+    help="Shares of the train split the probes are fit on.",
+)
+@click.option(
+    "--probes", default="linear,mlp,rf", show_default=True, help="CORINE probes (comma-separated)."
+)
+@click.option(
+    "--head",
+    "seg_head",
+    type=click.Choice(["linear", "conv"]),
+    default="linear",
+    show_default=True,
+    help="CDL / NLCD head.",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="CORINE probe epochs (full batch).",
+)
+@click.option("--seg-epochs", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default=None, help="cpu, cuda, ... (default: CUDA if available).")
+@click.option("--no-plot", is_flag=True, help="Skip the UMAP / t-SNE figure.")
+@_user_errors
+def eval_command(
+    checkpoint: Path | None,
+    data: Path,
+    task: str,
+    backbone: str | None,
+    backbone_args: tuple[str, ...],
+    random_init: bool,
+    out: Path | None,
+    scheme: str,
+    fractions: tuple[float, ...],
+    probes: str,
+    seg_head: str,
+    epochs: int,
+    seg_epochs: int,
+    seed: int,
+    device: str | None,
+    no_plot: bool,
+) -> None:
+    """Frozen-encoder probes on a label task: JSON of metrics and a feature plot."""
+    from .eval import EvalConfig, evaluate
+
+    if checkpoint is None and not random_init:
+        raise click.UsageError("give --checkpoint, or --random-init with --backbone")
+    kw = {}
+    for item in backbone_args:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise click.BadParameter(
+                f"expected KEY=VALUE, got {item!r}", param_hint="--backbone-arg"
+            )
+        kw[key] = yaml.safe_load(raw)
+    cfg = EvalConfig(
+        task=task,
+        scheme=scheme,
+        fractions=fractions,
+        probes=tuple(p for p in probes.split(",") if p),
+        seg_head=seg_head,
+        epochs=epochs,
+        seg_epochs=seg_epochs,
+        seed=seed,
+        plot=not no_plot,
+    )
+    out = out or (checkpoint.parent.parent / "eval" if checkpoint else Path("eval"))
+    rep = evaluate(
+        data,
+        cfg,
+        out,
+        checkpoint=None if random_init else checkpoint,
+        backbone=backbone,
+        backbone_kw=kw or None,
+        device=device,
+    )
+    click.echo(
+        f"{task}: {rep['n_train']} train / {rep['n_test']} test samples, "
+        f"features {rep['feature_dim']}-d"
+    )
+    for probe, by_frac in rep["results"].items():
+        for frac, m in by_frac.items():
+            keys = (
+                ("micro_map", "micro_f1", "macro_f1")
+                if task == "corine"
+                else ("macro_miou", "micro_miou", "pixel_accuracy")
+            )
+            vals = ", ".join(f"{k} {m[k]:.3f}" for k in keys)
+            click.echo(f"  {probe:6s} {float(frac) * 100:5.1f}% train: {vals}")
+    click.echo(f"wrote {Path(out) / f'eval_{task}.json'}")
 
 
 if __name__ == "__main__":

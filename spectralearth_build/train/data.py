@@ -1,6 +1,6 @@
 """Torch datasets over a built store: one view, a temporal pair, a whole series, a label task.
 
-Every dataset here wraps :func:`spectralearth_build.dataset.open_dataset` and reads only the views
+Every dataset here wraps a :class:`spectralearth_build.dataset.Dataset` and reads only the views
 a sample needs (``Dataset.read_views``).  Samples are dicts of int16 tensors: pixels stay int16
 until they reach the device, where :mod:`spectralearth_build.train.transforms` converts,
 normalises and augments them batched.
@@ -40,8 +40,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ..dataset import Dataset, open_dataset
+from ..dataset import Dataset
 from ..errors import InputError
+from ..labels.loader import TaskView, task_target
 
 NODATA = -32768
 """Pixel value of padding (the store's nodata)."""
@@ -102,6 +103,100 @@ def _as_slice(idx: np.ndarray) -> slice | np.ndarray:
     return idx
 
 
+# -- per-view reads -----------------------------------------------------------------------------
+class ShardViewReader:
+    """Reads one view of a format-2 store straight from its shard file (no zarr call).
+
+    A format-2 shard file (Zarr v3 ``sharding_indexed``, index at the end) is the inner chunks'
+    encoded bytes followed by an index of ``(offset, nbytes)`` uint64 pairs, one per inner chunk,
+    and its CRC32C.  Reading a view is two ``pread`` calls (index, chunk) and one decode with the
+    codec named in the array metadata: about half the time of the same read through zarr's
+    async machinery (measured on this store: 10 ms against 22 ms per 202 x 128 x 128 view).
+    :meth:`supports` checks the layout; :class:`StoreDataset` falls back to
+    ``Dataset.read_views`` for any other store.
+
+    Args:
+        images: the store's zarr array (``Dataset.images``): shape, chunks, shards, codecs.
+        root: folder of that array (``data.zarr/images``).
+    """
+
+    def __init__(self, images: Any, root: Path):
+        import numcodecs
+
+        meta = images.metadata.to_dict()
+        shard_codec = meta["codecs"][0]["configuration"]
+        inner = [c["name"] for c in shard_codec["codecs"]]
+        self.root = Path(root)
+        self.shards = tuple(int(v) for v in images.shards)
+        self.chunks = tuple(int(v) for v in images.chunks)
+        self.per_shard = tuple(s // c for s, c in zip(self.shards, self.chunks))
+        self.n_inner = int(np.prod(self.per_shard))
+        self.index_bytes = self.n_inner * 16
+        self.crc_bytes = 4 if any(c["name"] == "crc32c" for c in shard_codec["index_codecs"]) else 0
+        self.dtype = np.dtype(images.dtype).newbyteorder("<")
+        self.fill = images.metadata.fill_value
+        self.sep = meta.get("chunk_key_encoding", {}).get("configuration", {}).get("separator", "/")
+        self.codec = None if len(inner) == 1 else numcodecs.get_codec({"id": inner[1]})
+        self.decoded_bytes = 0
+        """int16 bytes decoded by this reader so far (one view per inner chunk)."""
+
+    @staticmethod
+    def supports(images: Any) -> bool:
+        """Whether ``images`` has the layout this reader reads (else use zarr)."""
+        try:
+            meta = images.metadata.to_dict()
+            codecs = meta["codecs"]
+            if len(codecs) != 1 or codecs[0]["name"] != "sharding_indexed":
+                return False
+            cfg = codecs[0]["configuration"]
+            inner = cfg["codecs"]
+            index = [c["name"] for c in cfg["index_codecs"]]
+            chunk = tuple(int(v) for v in images.chunks)
+            encoding = meta.get("chunk_key_encoding", {}).get("name", "default")
+        except (KeyError, AttributeError, TypeError, IndexError):
+            return False
+        return (
+            cfg.get("index_location", "end") == "end"
+            and chunk[:2] == (1, 1)
+            and encoding == "default"
+            and inner[0]["name"] == "bytes"
+            and inner[0].get("configuration", {}).get("endian", "little") == "little"
+            and len(inner) <= 2
+            and (len(inner) == 1 or inner[1]["name"] in ("blosc", "zstd", "gzip"))
+            and index in (["bytes"], ["bytes", "crc32c"])
+        )
+
+    def read_into(self, slot: int, t: int, out: np.ndarray) -> None:
+        """Decode view ``t`` of location slot ``slot`` into ``out`` int16 ``(C, P, P)``.
+
+        An absent shard or inner chunk gives the fill value (nodata).
+        """
+        key = (slot // self.shards[0], t // self.shards[1], 0, 0, 0)
+        path = self.root / self.sep.join(["c", *map(str, key)])
+        pos = (slot % self.shards[0], t % self.shards[1], 0, 0, 0)
+        within = int(np.ravel_multi_index(pos, self.per_shard))
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            out[...] = self.fill
+            return
+        try:
+            end = os.fstat(fd).st_size - self.crc_bytes
+            entry = os.pread(fd, 16, end - self.index_bytes + 16 * within)
+            offset, nbytes = np.frombuffer(entry, dtype="<u8").tolist()
+            if offset == nbytes == 2**64 - 1:  # an empty inner chunk
+                out[...] = self.fill
+                return
+            raw = os.pread(fd, nbytes, offset)
+        finally:
+            os.close(fd)
+        if self.codec is None:
+            out[...] = np.frombuffer(raw, dtype=self.dtype).reshape(out.shape)
+        else:
+            self.codec.decode(raw, out=out)
+        self.decoded_bytes += out.nbytes
+
+
 # -- datasets ------------------------------------------------------------------------------------
 class StoreDataset(torch.utils.data.Dataset):
     """Base of the store datasets: locations, band subset, per-process store, seeded draws.
@@ -131,6 +226,8 @@ class StoreDataset(torch.utils.data.Dataset):
         ds = self._open()
         self._ds: Dataset | None = ds
         self._pid = os.getpid()
+        self._reader: ShardViewReader | None = None
+        self._reader_pid = -1
         self.attrs: dict[str, Any] = dict(ds.attrs)
         n_store = len(ds)
         if locations is None:
@@ -143,8 +240,8 @@ class StoreDataset(torch.utils.data.Dataset):
                     f"{self.path}: location positions must lie within 0..{n_store - 1}, "
                     f"got {self.locations[bad][:5].tolist()}"
                 )
-        self.n_views = np.asarray(ds.index["n_views"].to_numpy(), dtype=np.int64)[self.locations]
-        self.slots = np.asarray(ds.index["slot"].to_numpy(), dtype=np.int64)[self.locations]
+        self.n_views = np.asarray(ds.table["n_views"].to_numpy(), dtype=np.int64)[self.locations]
+        self.slots = np.asarray(ds.table["slot"].to_numpy(), dtype=np.int64)[self.locations]
         self.band_index = select_bands(ds.wavelengths, bands, wavelength_ranges)
         self._band_sel = _as_slice(self.band_index)
         self.seed = int(seed)
@@ -152,7 +249,7 @@ class StoreDataset(torch.utils.data.Dataset):
         self.transforms = transforms
 
     def _open(self) -> Dataset:
-        return open_dataset(self.path)
+        return Dataset(self.path)
 
     # -- metadata of the selected bands ---------------------------------------------------------
     @property
@@ -188,18 +285,40 @@ class StoreDataset(torch.utils.data.Dataset):
             self._pid = os.getpid()
         return self._ds
 
+    @property
+    def reader(self) -> ShardViewReader | None:
+        """Direct per-view reader of this process's store (None: read through zarr)."""
+        store = self.store
+        if self._reader_pid != self._pid:
+            images = store.images
+            ok = store.format_version >= 2 and ShardViewReader.supports(images)
+            self._reader = ShardViewReader(images, Path(images.store.root)) if ok else None
+            self._reader_pid = self._pid
+        return self._reader
+
     def read(self, j: int, ts: Sequence[int]) -> np.ndarray:
         """int16 ``(len(ts), C_sel, P, P)``: views ``ts`` of position ``j``, selected bands.
 
-        A timestamp asked for twice is read once and copied.
+        Each distinct timestamp is decoded once, one inner chunk per view.
         """
-        uniq = sorted(set(int(t) for t in ts))
-        got = self.store.read_views(int(self.locations[j]), uniq)
+        reader = self.reader
+        if reader is None:
+            got = self.store.read_views(int(self.locations[j]), ts)
+        else:
+            n = int(self.n_views[j])
+            if any(not 0 <= int(t) < n for t in ts):
+                raise IndexError(f"position {j} has {n} timestamps, asked for {list(ts)}")
+            slot = int(self.slots[j])
+            ts = [int(t) for t in ts]
+            got = np.empty((len(ts), *reader.chunks[2:]), dtype=np.int16)
+            for k, t in enumerate(ts):
+                if t in ts[:k]:
+                    got[k] = got[ts.index(t)]
+                else:
+                    reader.read_into(slot, t, got[k])
         if not isinstance(self._band_sel, slice) or self._band_sel != slice(0, got.shape[1]):
-            got = got[:, self._band_sel]
-        if [int(t) for t in ts] != uniq:
-            got = got[[uniq.index(int(t)) for t in ts]]
-        return np.ascontiguousarray(got)
+            got = np.ascontiguousarray(got[:, self._band_sel])
+        return got
 
     def rng(self, j: int, epoch: int) -> np.random.Generator:
         """The generator of position ``j`` in ``epoch`` (independent of worker and order)."""
@@ -236,6 +355,7 @@ class StoreDataset(torch.utils.data.Dataset):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_ds"] = None  # each worker opens its own store
+        state["_reader"], state["_reader_pid"] = None, -1
         return state
 
     def __repr__(self) -> str:
@@ -307,6 +427,70 @@ class AllViews(StoreDataset):
             "image": torch.from_numpy(image),
             "valid": torch.from_numpy(t >= 0),
             "t": torch.from_numpy(t),
+        }
+
+
+class LabelTask(StoreDataset):
+    """The labelled locations of a downstream task (one split), one view and its target each.
+
+    Built on the task view of ``open_dataset(path, task=, split=, scheme=)``
+    (:class:`~spectralearth_build.labels.loader.TaskView`):
+    its locations, and its targets (:func:`~spectralearth_build.labels.loader.task_target`).
+
+    Args:
+        path: dataset folder with paired labels.
+        task: ``corine``, ``cdl``, ``nlcd`` or another task of the dataset.
+        split: ``train``, ``val``, ``test`` or None (every labelled location).
+        scheme: ``spatial`` or ``random`` splits.
+        view: ``first`` (the earliest timestamp: a fixed sample, for evaluation) or ``random``
+            (a seeded random timestamp per epoch: time as augmentation, for training).
+        (others as :class:`StoreDataset`; ``locations`` index into the task's locations)
+
+    Sample: ``image`` int16 ``(C, P, P)``, ``label`` (float32 multi-hot ``(K,)`` for multi-label
+    tasks, int64 ``(P, P)`` class indices with :attr:`ignore_index` for segmentation), ``t``,
+    ``index``.
+    """
+
+    VIEWS = ("first", "random")
+
+    def __init__(
+        self,
+        path: str | Path,
+        task: str,
+        split: str | None = None,
+        scheme: str = "spatial",
+        *,
+        view: str = "first",
+        locations: Sequence[int] | np.ndarray | None = None,
+        **kw: Any,
+    ):
+        if view not in self.VIEWS:
+            raise InputError(f"view {view!r}: expected one of {', '.join(self.VIEWS)}")
+        task_view = TaskView(Dataset(path), task, split, scheme)
+        positions = np.asarray(task_view.positions, dtype=np.int64)
+        if locations is not None:
+            positions = positions[np.asarray(locations, dtype=np.int64)]
+        super().__init__(path, locations=positions, **kw)
+        self.task, self.split, self.scheme, self.view = task, split, scheme, view
+        self.meta: dict[str, Any] = dict(task_view.meta)
+        self.label_name: str = task_view.label_name
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta.get("classes") or [])
+
+    @property
+    def ignore_index(self) -> int | None:
+        """Class index of background and unlisted codes (segmentation), else None."""
+        return self.meta.get("ignore_index")
+
+    def sample(self, j: int, rng: np.random.Generator) -> dict[str, Any]:
+        t = 0 if self.view == "first" else int(rng.integers(self.n_views[j]))
+        mask = self.store.labels.mask(self.label_name, int(self.locations[j]))
+        return {
+            "image": torch.from_numpy(self.read(j, [t])[0]),
+            "label": torch.from_numpy(task_target(self.meta, mask)),
+            "t": t,
         }
 
 

@@ -16,19 +16,21 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
 def is_dist() -> bool:
+    """Whether a process group of more than one process is running."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def world_size() -> int:
+    """Processes in the group (1 without one)."""
     return dist.get_world_size() if is_dist() else 1
 
 
 def rank() -> int:
+    """Rank of this process (0 without a group)."""
     return dist.get_rank() if is_dist() else 0
 
 
@@ -184,7 +186,3 @@ def _convert_gather_bn(module: nn.Module) -> nn.Module:
     for name, child in module.named_children():
         out.add_module(name, _convert_gather_bn(child))
     return out
-
-
-def l2_normalize(x: Tensor) -> Tensor:
-    return F.normalize(x, dim=-1)

@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
@@ -46,6 +45,7 @@ from ..config import ConfigError, _section
 from . import distributed as tdist
 from .methods import METHODS, Method, build_method
 from .methods.common import StepRandom, _seed_of
+from .transforms import AugmentConfig, AugmentParams, DeviceTransform, apply_params, sample_params
 
 CHECKPOINT_FORMAT = "spectralearth-train/1"
 
@@ -226,6 +226,7 @@ def lr_at(step: int, total: int, cfg: OptimConfig) -> float:
 
 
 def make_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD or AdamW; weight decay on matrices and kernels only (not biases, norms, tokens)."""
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
     groups = [
@@ -239,42 +240,8 @@ def make_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.
     raise ConfigError(f"optim.name must be sgd or adamw, got {cfg.name!r}")
 
 
-class PairViews(torch.utils.data.Dataset):
-    """Item ``(epoch, location)`` -> int16 ``(V, C, P, P)``: ``V`` timestamps of the location.
-
-    ``V = 2``: two different timestamps where the location has two or more (and
-    ``temporal=True``), else one timestamp twice.  ``V = 1``: one timestamp.  The choice is
-    seeded by ``(seed, epoch, location)``.
-    """
-
-    def __init__(self, dataset: Any, n_views: int, temporal: bool, seed: int):
-        self.dataset = dataset
-        self.n_views = n_views
-        self.temporal = temporal
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def timestamps(self, epoch: int, i: int) -> list[int]:
-        n = self.dataset.n_views_at(i)
-        rng = np.random.default_rng(_seed_of(self.seed, "views", epoch, i))
-        if self.n_views == 1:
-            return [int(rng.integers(n))]
-        if self.temporal and n >= 2:
-            return [int(t) for t in rng.choice(n, size=2, replace=False)]
-        t = int(rng.integers(n))
-        return [t] * self.n_views
-
-    def __getitem__(self, key: tuple[int, int]) -> Tensor:
-        epoch, i = key
-        return torch.from_numpy(
-            np.ascontiguousarray(self.dataset.read_views(i, self.timestamps(epoch, i)))
-        )
-
-
 class StepSampler(torch.utils.data.Sampler):
-    """Micro-batches of ``(epoch, location)`` keys for one process, from step ``start_step``.
+    """Micro-batches of ``(location, epoch)`` keys for one process, from step ``start_step``.
 
     Args:
         n: locations.
@@ -315,62 +282,43 @@ class StepSampler(torch.utils.data.Sampler):
             base = j * self.global_batch + self.rank * self.b * self.k
             for m in range(self.k):
                 lo = base + m * self.b
-                yield [(epoch, int(i)) for i in perm[lo : lo + self.b]]
+                yield [(int(i), epoch) for i in perm[lo : lo + self.b]]
 
 
-def _crop_grids(
-    rand: StepRandom, purpose: str, n: int, size: int, cfg: DataConfig, device: torch.device
-) -> Tensor:
-    """Sampling grids ``(n, size, size, 2)`` of random resized crops and flips."""
-    u = rand.uniform(purpose, 6).to(device)
-    log_r = math.log(cfg.ratio[0]) + u[:, 1] * (math.log(cfg.ratio[1]) - math.log(cfg.ratio[0]))
-    area = cfg.scale[0] + u[:, 0] * (cfg.scale[1] - cfg.scale[0])
-    ratio = torch.exp(log_r)
-    w = torch.sqrt(area * ratio).clamp(max=1.0)
-    h = torch.sqrt(area / ratio).clamp(max=1.0)
-    cx = (u[:, 2] * (1 - w) + w / 2) * 2 - 1
-    cy = (u[:, 3] * (1 - h) + h / 2) * 2 - 1
-    sx = torch.where(u[:, 4] < 0.5, -w, w) if cfg.flip else w
-    sy = torch.where(u[:, 5] < 0.5, -h, h) if cfg.flip else h
-    theta = torch.zeros(n, 2, 3, device=device)
-    theta[:, 0, 0], theta[:, 0, 2] = sx, cx
-    theta[:, 1, 1], theta[:, 1, 2] = sy, cy
-    return F.affine_grid(theta, [n, 1, size, size], align_corners=False)
+def augment_config(cfg: DataConfig) -> AugmentConfig:
+    """The device transform's augmentation for ``cfg``."""
+    return AugmentConfig(
+        crop_scale=tuple(cfg.scale),  # type: ignore[arg-type]
+        crop_ratio=tuple(cfg.ratio),  # type: ignore[arg-type]
+        size=cfg.crop_px,
+        hflip=0.5 if cfg.flip else 0.0,
+        vflip=0.5 if cfg.flip else 0.0,
+        blur=cfg.blur_prob,
+        blur_sigma=tuple(cfg.blur_sigma),  # type: ignore[arg-type]
+    )
 
 
-def _blur(x: Tensor, rand: StepRandom, purpose: str, cfg: DataConfig) -> Tensor:
-    """Per-sample Gaussian blur with probability ``blur_prob`` (separable, kernel 5)."""
-    if cfg.blur_prob <= 0:
-        return x
-    n, c, h, w = x.shape
-    u = rand.uniform(purpose, 2).to(x.device)
-    sigma = cfg.blur_sigma[0] + u[:, 1] * (cfg.blur_sigma[1] - cfg.blur_sigma[0])
-    r = torch.arange(-2, 3, device=x.device, dtype=x.dtype)
-    k = torch.exp(-(r[None] ** 2) / (2 * sigma[:, None] ** 2))
-    k = k / k.sum(1, keepdim=True)
-    ident = torch.zeros_like(k)
-    ident[:, 2] = 1
-    k = torch.where((u[:, :1] < cfg.blur_prob), k, ident)  # (n, 5)
-    kk = k.repeat_interleave(c, dim=0)  # (n * c, 5)
-    y = x.reshape(1, n * c, h, w)
-    y = F.conv2d(F.pad(y, (2, 2, 0, 0), mode="reflect"), kk[:, None, None, :], groups=n * c)
-    y = F.conv2d(F.pad(y, (0, 0, 2, 2), mode="reflect"), kk[:, None, :, None], groups=n * c)
-    return y.reshape(n, c, h, w)
+def _slice_params(params: AugmentParams, start: int, stop: int) -> AugmentParams:
+    return AugmentParams(
+        **{f.name: getattr(params, f.name)[start:stop] for f in dataclasses.fields(params)}
+    )
 
 
 def augment(
-    batch: Tensor, rand: StepRandom, cfg: DataConfig, mean: Tensor, std: Tensor
+    images: Tensor, rand: StepRandom, aug: AugmentConfig, transform: DeviceTransform
 ) -> list[Tensor]:
-    """int16 ``(B, V, C, P, P)`` -> ``V`` float ``(B, C, crop, crop)`` views, standardised."""
-    x = batch.to(torch.float32)
+    """int16 ``(B, V, C, P, P)`` -> ``V`` float ``(B, C, crop, crop)`` standardised views.
+
+    Crops, flips and blurs of view ``v`` are drawn for the whole global batch from the step's
+    generator ``aug{v}`` and sliced to this process's samples.
+    """
+    x = transform.normalize(images)
+    p_h, p_w = x.shape[-2:]
     views = []
     for v in range(x.shape[1]):
-        grid = _crop_grids(rand, f"crop{v}", x.shape[0], cfg.crop_px, cfg, x.device)
-        y = F.grid_sample(
-            x[:, v], grid, mode="bilinear", padding_mode="border", align_corners=False
-        )
-        y = _blur(y, rand, f"blur{v}", cfg)
-        views.append((y - mean[None, :, None, None]) / std[None, :, None, None])
+        params = sample_params(aug, rand.global_batch, p_h, p_w, rand.generator(f"aug{v}"))
+        out, _ = apply_params(x[:, v], _slice_params(params, rand.start, rand.stop), aug)
+        views.append(out)
     return views
 
 
@@ -395,6 +343,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` atomically (a temporary file, then a rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
@@ -460,7 +409,7 @@ def pretrain(
         device: ``cpu``, ``cuda``, ``cuda:1``...; default: this process's GPU if any, else CPU.
         progress: show a tqdm bar (loss, samples/s, ETA) on rank 0.
     """
-    from ..dataset import open_dataset
+    from .data import SingleView, TemporalPair
 
     rank_env = int(os.environ.get("LOCAL_RANK", "0"))
     dev = _device(device, rank_env)
@@ -470,7 +419,8 @@ def pretrain(
     out = Path(out)
     tc = cfg.train
 
-    ds = open_dataset(data)
+    pairs = cfg.data.temporal_pairs and METHODS[cfg.method].n_views == 2
+    ds = (TemporalPair if pairs else SingleView)(data, seed=tc.seed)
     global_batch = tc.batch_size * tc.accumulate * world
     if len(ds) < global_batch:
         raise TrainInputError(
@@ -486,8 +436,9 @@ def pretrain(
         method = build_method(cfg.method, backbone, total, **cfg.method_kw)
     except TypeError as exc:
         raise ConfigError(f"method {cfg.method}: {exc}") from exc
-    method = tdist.convert_sync_batchnorm(method, dev)
-    assert isinstance(method, Method)
+    converted = tdist.convert_sync_batchnorm(method, dev)
+    assert isinstance(converted, Method)
+    method = converted
     method.to(dev).train()
     params = [p for p in method.parameters() if p.requires_grad]
     opt = make_optimizer(params, cfg.optim)
@@ -506,14 +457,14 @@ def pretrain(
         start = int(ckpt["step"])
         _set_rng_state(ckpt["rng"])
 
-    mean = torch.as_tensor(ds.band_mean, dtype=torch.float32, device=dev)
-    std = torch.as_tensor(ds.band_std, dtype=torch.float32, device=dev).clamp_min(1e-6)
+    transform = DeviceTransform(ds.band_mean, ds.band_std, None, device=dev)
+    aug = augment_config(cfg.data)
 
     model: Any = method
     if world > 1:
         model = _ddp(method, dev)
     if tc.compile:
-        model = torch.compile(model)
+        _compile_backbones(method)
     bf16 = tc.precision == "bf16" or (tc.precision == "auto" and dev.type == "cuda")
     autocast = (
         (lambda: torch.autocast(device_type=dev.type, dtype=torch.bfloat16))
@@ -522,9 +473,8 @@ def pretrain(
     )
 
     sampler = StepSampler(len(ds), tc.batch_size, tc.accumulate, world, rank, tc.seed, start, stop)
-    views_ds = PairViews(ds, method.n_views, cfg.data.temporal_pairs, tc.seed)
     loader = torch.utils.data.DataLoader(
-        views_ds,
+        ds,
         batch_sampler=sampler,
         num_workers=cfg.data.num_workers,
         pin_memory=dev.type == "cuda",
@@ -536,11 +486,11 @@ def pretrain(
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     log_path = out / "log.csv"
-    log_fields = ["step", "epoch", "loss", "lr", "samples_per_s", "elapsed_s"]
+    log_fields = ["step", "epoch", "loss", "lr", "samples_per_s", "elapsed_s", "data_share"]
     log_rows: list[dict[str, Any]] = []
     if is_main and start > 0 and log_path.exists():
         with log_path.open() as f:
-            log_rows = [r for r in csv.DictReader(f) if int(r["step"]) < start]
+            log_rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
 
     bar = None
     if progress and is_main:
@@ -552,6 +502,7 @@ def pretrain(
     last_ckpt: str | None = None
     t0 = time.perf_counter()
     t_log, n_log = t0, 0
+    t_data = t_data_total = 0.0  # time spent waiting for the loader (this interval, whole run)
     it = iter(loader)
     step = start
     for step in range(start, stop):
@@ -561,10 +512,14 @@ def pretrain(
         pending = []
         loss_sum = torch.zeros((), device=dev)
         for m in range(tc.accumulate):
-            batch = next(it).to(dev, non_blocking=True)
+            t_wait = time.perf_counter()
+            images = next(it)["image"]
+            t_data += time.perf_counter() - t_wait
+            if images.ndim == 4:  # one timestamp: augmented twice for a pair method
+                images = images[:, None].expand(-1, method.n_views, -1, -1, -1)
             lo = rank * tc.batch_size * tc.accumulate + m * tc.batch_size
-            rand = StepRandom(tc.seed, step, global_batch, lo, lo + batch.shape[0], str(dev))
-            views = augment(batch, rand, cfg.data, mean, std)[: method.n_views]
+            rand = StepRandom(tc.seed, step, global_batch, lo, lo + images.shape[0], str(dev))
+            views = augment(images, rand, aug, transform)
             sync = world > 1 and m < tc.accumulate - 1
             with model.no_sync() if sync and hasattr(model, "no_sync") else nullcontext():
                 with autocast():
@@ -582,7 +537,9 @@ def pretrain(
             loss_val = float(tdist.all_reduce_mean(loss_sum / tc.accumulate).item())
             now = time.perf_counter()
             sps = n_log / max(now - t_log, 1e-9)
-            t_log, n_log = now, 0
+            share = t_data / max(now - t_log, 1e-9)
+            t_data_total += t_data
+            t_log, n_log, t_data = now, 0, 0.0
             losses.append(loss_val)
             row = {
                 "step": done,
@@ -591,6 +548,7 @@ def pretrain(
                 "lr": f"{lr:.6g}",
                 "samples_per_s": f"{sps:.2f}",
                 "elapsed_s": f"{now - t0:.2f}",
+                "data_share": f"{share:.4f}",
             }
             for k, v in method.schedule_values(step).items():
                 row[k] = f"{v:.6g}"
@@ -641,10 +599,28 @@ def pretrain(
             "world_size": world,
             "global_batch": global_batch,
             "device": str(dev),
+            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+            "loader_share": t_data_total / max(elapsed, 1e-9),
             "config": cfg.to_dict(),
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return result
+
+
+def _compile_backbones(method: Method) -> None:
+    """``torch.compile`` the encoders in place (``nn.Module.compile``: state-dict keys unchanged).
+
+    The whole method is not compiled: its forward takes the step (DINO's schedules) and draws
+    MAE masks from CPU generators, which would recompile or break the graph every step.
+    """
+    for name in ("backbone", "backbone_k", "backbone_t"):
+        module = getattr(method, name, None)
+        if module is None:
+            continue
+        if method.n_views == 1 and hasattr(module, "vit_core"):  # MAE calls the blocks directly
+            module.vit_core.blocks.compile()
+        else:
+            module.compile()
 
 
 def _ddp(method: nn.Module, dev: torch.device) -> nn.Module:

@@ -28,6 +28,7 @@ class Method(nn.Module):
 
     name = "method"
     n_views = 2
+    backbone: Any
 
     def __init__(self, backbone: nn.Module, total_steps: int):
         super().__init__()

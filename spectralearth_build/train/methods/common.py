@@ -41,17 +41,18 @@ class StepRandom:
     stop: int
     device: str = "cpu"
 
-    def _gen(self, purpose: str) -> torch.Generator:
+    def generator(self, purpose: str) -> torch.Generator:
+        """A CPU generator of this step for ``purpose`` (draw for the whole global batch)."""
         return torch.Generator().manual_seed(_seed_of(self.seed, self.step, purpose))
 
     def uniform(self, purpose: str, *shape: int) -> Tensor:
         """``(stop - start, *shape)`` float32 uniform in [0, 1)."""
-        x = torch.rand((self.global_batch, *shape), generator=self._gen(purpose))
+        x = torch.rand((self.global_batch, *shape), generator=self.generator(purpose))
         return x[self.start : self.stop].to(self.device)
 
     def normal(self, purpose: str, *shape: int) -> Tensor:
         """``(stop - start, *shape)`` float32 standard normal."""
-        x = torch.randn((self.global_batch, *shape), generator=self._gen(purpose))
+        x = torch.randn((self.global_batch, *shape), generator=self.generator(purpose))
         return x[self.start : self.stop].to(self.device)
 
     def sub(self, start: int, stop: int) -> StepRandom:

@@ -12,6 +12,8 @@ centre is an EMA (0.9) of the teacher outputs averaged over the global batch (al
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -80,6 +82,9 @@ class DINO(Method):
     """
 
     name = "dino"
+    center: Tensor
+    backbone_t: Any
+    head_t: Any
 
     def __init__(
         self,

@@ -11,6 +11,8 @@ over its own values (``norm_pix_loss``); the loss is the mean squared error over
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -18,12 +20,12 @@ from .base import Method
 from .common import StepRandom
 
 
-def adapter_features(backbone: nn.Module, x: Tensor) -> Tensor:
+def adapter_features(backbone: Any, x: Tensor) -> Tensor:
     """``(B, C', H, W)`` per-pixel features of the backbone's spectral adapter."""
     fn = getattr(backbone, "forward_adapter", None)
     if callable(fn):
-        return fn(x)
-    return backbone.spectral_adapter(x)
+        return fn(x)  # type: ignore[no-any-return]
+    return backbone.spectral_adapter(x)  # type: ignore[no-any-return]
 
 
 def patchify(x: Tensor, p: int) -> Tensor:
@@ -69,7 +71,7 @@ class MAE(Method):
         super().__init__(backbone, total_steps)
         from timm.models.vision_transformer import Block
 
-        vit = backbone.vit_core
+        vit: Any = backbone.vit_core
         if not hasattr(vit, "patch_embed"):
             raise TypeError("MAE needs a backbone with a timm VisionTransformer as vit_core")
         self.patch = int(vit.patch_embed.patch_size[0])

@@ -10,6 +10,8 @@ checkpointed and restored with the model).  Heads: ``D -> 2048 -> 128`` with ReL
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from lightly.models.modules import MoCoProjectionHead
@@ -42,6 +44,10 @@ class MoCo(Method):
     """
 
     name = "moco"
+    queue: Tensor
+    queue_ptr: Tensor
+    backbone_k: Any
+    head_k: Any
 
     def __init__(
         self,
