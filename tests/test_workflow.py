@@ -31,6 +31,23 @@ TINY: dict[tuple[str, str | None], tuple[dict[str, str], list[str]]] = {
     ("spectralearth-build", "quicklook"): ({}, ["--n", "6"]),
     ("spectralearth-build", "labels"): ({}, ["--workers", "0"]),
     ("spectralearth-build", "export"): ({}, ["--workers", "0"]),
+    # a small Spec ViT on 16 px crops for two steps, then a quick probe of it
+    ("spectralearth-train", "pretrain"): (
+        {
+            "configs/pretrain/moco.yaml": str(ROOT / "configs" / "pretrain" / "moco.yaml"),
+            "200": "2",
+        },
+        [
+            *("--set", "backbone.name=spec_vit_t", "--set", "backbone.depth=1"),
+            *("--set", "backbone.img_size=16", "--set", "data.crop_px=16"),
+            *("--set", "method.queue_size=16", "--set", "method.hidden_dim=32"),
+            *("--set", "train.batch_size=4", "--set", "data.num_workers=0", "-q"),
+        ],
+    ),
+    ("spectralearth-train", "eval"): (
+        {},
+        ["--epochs", "2", "--seg-epochs", "2", "--fractions", "1", "--no-plot", "--device", "cpu"],
+    ),
 }
 EXPECTED_STEPS = [
     ("spectralearth-build", "synth"),
@@ -52,6 +69,7 @@ PROGRAMS = {
         "-c",
         "from spectralearth_build.cli import build_dataset_main; build_dataset_main()",
     ],
+    "spectralearth-train": [sys.executable, "-m", "spectralearth_build.train.cli"],
 }
 """This checkout's entry points (the installed scripts may belong to another checkout)."""
 
@@ -122,6 +140,8 @@ def test_readme_workflow_runs_in_order(tmp_path):
     info = dict(ran)[("spectralearth-build", "info")]
     report = json.loads((dataset / "report.json").read_text())
     assert f"locations  {report['patches']} (" in info
+    assert (tmp_path / "runs" / "moco" / "checkpoints" / "last.pt").exists()
+    assert list((tmp_path / "runs" / "moco").rglob("eval_cdl.json"))
 
 
 @pytest.mark.parametrize("section", ["Looking at a dataset", "Store format", "Configuration"])
