@@ -309,7 +309,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--samples", type=int, default=240, help="timed samples per measurement")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--rounds", type=int, default=2, help="repeats; the best of each is kept")
+    ap.add_argument("--rounds", type=int, default=3, help="repeats; medians are reported")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--gpu-workers", type=int, default=16)
     ap.add_argument("--gpu-batch-sizes", type=int, nargs="+", default=[32, 64])
@@ -349,39 +349,35 @@ def main() -> None:
     result["decoded"] = decoded_per_sample(args.store, geotiff, 40)
     print(json.dumps(result["decoded"], indent=1), flush=True)
 
-    best: dict[tuple[str, str, int], float] = {}
+    rates: dict[tuple[str, str, int], list[float]] = {}
     n = args.samples + args.batch_size  # the first batch is not timed
-    for _ in range(args.rounds):
+    for _ in range(args.rounds):  # each round runs store and GeoTIFF side by side
         for kind in KINDS:
             for workers in args.workers:
-                rate = batches_per_s(
-                    store_loader(args.store, kind, n, args.batch_size, workers), args.batch_size
+                loader = store_loader(args.store, kind, n, args.batch_size, workers)
+                rates.setdefault((kind, "store", workers), []).append(
+                    batches_per_s(loader, args.batch_size)
                 )
-                key = (kind, "store", workers)
-                best[key] = max(best.get(key, 0.0), rate)
                 if geotiff is not None:
-                    gl = geotiff_loader(geotiff, kind, n, args.batch_size, workers)
-                    rate = batches_per_s(gl, args.batch_size)
-                    key = (kind, "geotiff", workers)
-                    best[key] = max(best.get(key, 0.0), rate)
-                print(
-                    kind,
-                    workers,
-                    {
-                        k[1]: round(v, 1)
-                        for k, v in best.items()
-                        if k[0] == kind and k[2] == workers
-                    },
-                    flush=True,
-                )
+                    loader = geotiff_loader(geotiff, kind, n, args.batch_size, workers)
+                    rates.setdefault((kind, "geotiff", workers), []).append(
+                        batches_per_s(loader, args.batch_size)
+                    )
+                now = {
+                    k[1]: [round(v, 1) for v in r]
+                    for k, r in rates.items()
+                    if k[::2] == (kind, workers)
+                }
+                print(kind, workers, now, flush=True)
+    med = {k: float(np.median(r)) for k, r in rates.items()}
     result["throughput"] = [
-        {"dataset": k, "source": s, "workers": w, "samples_per_s": v}
-        for (k, s, w), v in sorted(best.items())
+        {"dataset": k, "source": s, "workers": w, "samples_per_s": med[(k, s, w)], "rounds": r}
+        for (k, s, w), r in sorted(rates.items())
     ]
-    if geotiff is not None:
+    if geotiff is not None:  # ratios of the medians over rounds
         result["store_over_geotiff"] = {
             kind: {
-                str(w): best[(kind, "store", w)] / best[(kind, "geotiff", w)] for w in args.workers
+                str(w): med[(kind, "store", w)] / med[(kind, "geotiff", w)] for w in args.workers
             }
             for kind in KINDS
         }
