@@ -53,6 +53,7 @@ def write_dataset(out: Path, grids: list[PixelGrid], products: list[list[str]]) 
             )
     gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326").to_parquet(out / "index.parquet")
     pd.DataFrame(views).to_parquet(out / "views.parquet")
-    zarr.open_group(str(out / "data.zarr"), mode="w", zarr_format=3).attrs["format"] = "test"
+    group = zarr.open_group(str(out / "data.zarr"), mode="w", zarr_format=3)
+    group.attrs.update({"format": "test", "format_version": 2})
     (out / "_COMPLETE").write_text(json.dumps({}))
     return out
