@@ -446,7 +446,7 @@ def build_dataset(
             patches, _ = read_plan(out / st.PLAN)
         else:
             try:
-                result = plan_patches(tile_records(catalog), config.plan)
+                result = plan_patches(tile_records(catalog), config.plan, map_fn=client_map(client))
             except PlanningError as exc:
                 raise ConfigError(f"planning failed: {exc}") from exc
             patches = list(result.patches)

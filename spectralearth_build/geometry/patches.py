@@ -135,6 +135,34 @@ class Placer:
         self.foreign = Occupancy(np.float64)
         self._foreign_frames: set[int] = set()
         self._masks: dict[tuple[int, int], tuple[int, int, np.ndarray]] = {}
+        self.phase: dict[int, tuple[int, int]] = {}
+        """Per frame, the lattice phase ``(row, col)`` (stride cells modulo ``k``) of the
+        aligned sweep."""
+
+    def choose_phases(self) -> dict[int, tuple[int, int]]:
+        """Per frame, the patch lattice phase with the most positions under two tiles.
+
+        Counts, for each of the ``k x k`` phases, the lattice positions where a patch lies (by
+        the candidate-grid pre-test) inside at least two tiles of that frame: the places a
+        multi-timestamp patch can go.  Ties go to phase ``(0, 0)``, the lattice of the
+        frame's origin.  Sets and returns :attr:`phase`.
+        """
+        k = self.k
+        for frame in sorted({int(f) for f in self.ts.frame_of}):
+            grid = Occupancy()
+            for i in np.flatnonzero(self.ts.frame_of == frame).tolist():
+                r0, c0, mask = self._point_mask(i, frame)
+                if mask.shape[0] <= k or mask.shape[1] <= k:
+                    continue
+                pos = window_sum((~mask).astype(np.int32), k + 1) == 0
+                if pos.any():
+                    grid.add(frame, r0, c0, pos.shape[0], pos.shape[1], pos.astype(np.int32))
+            counts = np.zeros((k, k), dtype=np.int64)
+            for (_, kr, kc), chunk in sorted(grid.chunks.items()):
+                rr, cc = np.nonzero(chunk >= 2)
+                np.add.at(counts, ((kr * CHUNK + rr) % k, (kc * CHUNK + cc) % k), 1)
+            self.phase[frame] = divmod(int(np.argmax(counts)), k)  # type: ignore[assignment]
+        return self.phase
 
     # -- geometry of cells -------------------------------------------------------------------
     def patch_box(self, frame: int, ci: int, cj: int) -> tuple[float, float, float, float]:
@@ -256,7 +284,8 @@ class Placer:
         nr, nc = ci1 - ci0 + 1, cj1 - cj0 + 1
         occ = self.occupancy.region(frame, ci0, cj0, nr + k - 1, nc + k - 1)
         if aligned:
-            ra, ca = (-ci0) % k, (-cj0) % k
+            pa, pb = self.phase.get(frame, (0, 0))
+            ra, ca = (pa - ci0) % k, (pb - cj0) % k
             nb, mb = len(range(ra, nr, k)), len(range(ca, nc, k))
             free = np.zeros((nr, nc), dtype=bool)
             if nb and mb:
