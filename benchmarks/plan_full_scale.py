@@ -11,7 +11,8 @@ Generates 11,636 tile records (no pixels) with realistic geometry:
   across-track (off-nadir) offset and along-track phase;
 * background strips elsewhere, visited once;
 * in the ``cloudy`` case, clear-sky footprints: every tile gets 1-5 elliptical cloud holes
-  (seeded) covering a fraction of its valid area drawn uniformly from 0-40% (less where holes
+  (seeded; 16 vertices each, about what the scan's 1.5 px simplification leaves of a km-sized
+  cloud) covering a fraction of its valid area drawn uniformly from 0-40% (less where holes
   overlap); the ``clear`` case is the same archive without clouds.
 
 For each case it times :func:`spectralearth_build.geometry.plan_patches` (stages: graph, tuples,
@@ -198,7 +199,7 @@ def add_clouds(tiles: list[TileRecord], seed: int) -> list[TileRecord]:
                     break
             ratio = rng.uniform(0.4, 1.0)
             rx = math.sqrt(a / (math.pi * ratio))
-            ell = shapely.affinity.scale(shapely.Point(0, 0).buffer(1.0, 16), rx, rx * ratio)
+            ell = shapely.affinity.scale(shapely.Point(0, 0).buffer(1.0, 4), rx, rx * ratio)
             ell = shapely.affinity.rotate(ell, rng.uniform(0, 180))
             holes.append(shapely.affinity.translate(ell, x, y))
         clear = fp.difference(shapely.union_all(holes))

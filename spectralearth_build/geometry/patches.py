@@ -4,7 +4,7 @@ Candidate positions.  Within a frame (pixel lattice, see :mod:`.tiles`), patch c
 *global* candidate grid: every ``candidate_stride_px`` pixels from the lattice origin, not from
 the intersection's bounds.  A patch therefore covers exactly ``k x k`` stride cells
 (``k = patch_px / candidate_stride_px``), patches of different tuples line up, and overlap
-between patches of one frame is a whole number of cells.  A fine stride (16 px by default, as
+between patches of one frame is a whole number of cells.  A fine stride (8 px by default; 16 px as
 HyBiomass does) fits patches into the border strips of rotated intersections, where a fixed
 128 px grid anchored anywhere loses them.
 
@@ -17,13 +17,15 @@ accepted (reprojected, densified).  A window sum over either grid is a candidate
 Only patches near a tile of another frame (found with the ``rtree`` index of tile lon/lat boxes)
 are written to other frames' grids, since no other frame's patch can be anywhere else.
 
-Two sweeps.  The planner first offers every region only the positions of the coarse grid
-(multiples of ``patch_px`` from the lattice origin, ``aligned=True``), which tile the plane
-without gaps, so patches of neighbouring regions never leave unusable slivers between them;
-a coarse cell inside a pair's intersection is only lost to a patch of a longer series, so
-this sweep alone matches a grid-first planner on one zone.  A second sweep over the same
-regions then offers all positions of the fine candidate grid, which adds patches in the border
-strips of rotated intersections that the coarse grid misses.
+Two sweeps.  The planner first offers every region only the positions of one coarse patch
+lattice per frame (``aligned=True``): multiples of ``patch_px`` from a phase that
+:meth:`Placer.choose_phases` picks for the planning group (of the ``k x k`` phases, the one with
+the most positions lying inside two tiles, as a grid-first builder would pick its offset; ties go
+to the lattice origin).  The lattice tiles the plane without gaps, so patches of neighbouring
+regions never leave unusable slivers between them; a lattice cell inside a pair's intersection
+is only lost to a patch of a longer series.  A second sweep over the same regions then offers
+all positions of the fine candidate grid, which fills the gaps: border strips of rotated
+intersections and the space between cloud holes that the lattice misses.
 
 Scan order inside a region: candidate rows from north to south, in each row west to east;
 greedy acceptance.  A candidate is taken when (1) all points of the candidate grid on and inside
