@@ -23,6 +23,7 @@ from pathlib import Path
 
 import shapely
 
+from spectralearth_build.bands import BandSelection
 from spectralearth_build.catalog import scan_source
 from spectralearth_build.config import BuildConfig
 from spectralearth_build.enmap.discovery import discover_products
@@ -43,8 +44,9 @@ def main() -> None:
         "--out", type=Path, default=Path(__file__).parent / "results/scan_footprints.json"
     )
     args = ap.parse_args()
-    config = BuildConfig()
     sources, _ = discover_products(args.tiles)
+    n_bands = EnmapProduct(sources[0]).metadata.band_count  # archives made with --bands N
+    config = BuildConfig().replace(bands=BandSelection(n_bands, ()))
     before, after, vertices, clear_fraction, shapes = [], [], [], [], set()
     for k, source in enumerate(sources):
         try:
@@ -73,6 +75,7 @@ def main() -> None:
         },
         "archive": str(args.tiles),
         "products": len(before),
+        "bands": n_bands,
         "raster_shapes": sorted(shapes),
         "seconds_per_product_valid_only": {
             "mean": round(statistics.mean(before), 4),

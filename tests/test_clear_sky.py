@@ -50,7 +50,7 @@ def test_every_patch_inside_the_clear_footprint_passes_extraction(seed: int) -> 
     cloud = _blobs(rng, (h, w), 4, 7)
     snow = _blobs(rng, (h, w), 8, 5) & ~cloud
     clear = valid & ~cloud & ~snow_blocked(snow, p, cfg.max_snow_fraction)
-    fp = clear_footprint(clear, TRANSFORM, 1.5, min_area=(p * RES) ** 2)
+    fp = clear_footprint(clear, TRANSFORM, p, 1.5)
     assert fp.is_valid and fp.geom_type == "MultiPolygon"
     # never larger than the clear pixels: no flagged or invalid pixel is touched inside
     rows, cols = np.nonzero(~(valid & ~cloud))
@@ -69,6 +69,14 @@ def test_every_patch_inside_the_clear_footprint_passes_extraction(seed: int) -> 
             cl, sn = pixels.flag_fractions({"CLOUD": cloud[win], "SNOW": snow[win]}, (p, p))
             assert pixels.quality_reason(cl, sn, cfg) is None, (r, c, cl, sn)
     assert inside > 0
+    # the opening keeps every pixel-aligned clear patch: each one is inside the footprint
+    # (up to the simplification margin, so test a patch shrunk by it)
+    for r in range(0, h - p + 1, 3):
+        for c in range(0, w - p + 1, 3):
+            if clear[r : r + p, c : c + p].all():
+                x, y = TRANSFORM[2] + c * RES, TRANSFORM[5] - r * RES
+                core = shapely.box(x + 3 * RES, y - (p - 3) * RES, x + (p - 3) * RES, y - 3 * RES)
+                assert fp.covers(core), (r, c)
     # a snowy patch that extraction would drop is not inside; snow below the limit is allowed
     assert snow[clear].any() or not snow.any()
 

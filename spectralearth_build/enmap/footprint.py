@@ -107,22 +107,57 @@ def _polygons(geoms: object, min_area: float) -> list[Polygon]:
     return [g for g in parts if isinstance(g, Polygon) and not g.is_empty and g.area >= min_area]
 
 
+def patch_opening(mask_yx: np.ndarray, patch_px: int) -> np.ndarray:
+    """Bool ``(y, x)``: the pixels of ``mask_yx`` that some all-True ``patch_px`` window covers.
+
+    The union of every pixel-aligned patch that fits in the mask (a morphological opening by the
+    patch square): a subset of the mask that loses no such patch, without the slivers and
+    specks between flags that no patch can use.
+    """
+    m = np.asarray(mask_yx, dtype=bool)
+    h, w = m.shape
+    if h < patch_px or w < patch_px:
+        return np.zeros((h, w), dtype=bool)
+    s = np.zeros((h + 1, w + 1), dtype=np.int32)
+    np.cumsum(np.cumsum(m, axis=0, dtype=np.int32), axis=1, out=s[1:, 1:])
+    p = patch_px
+    fits = (s[p:, p:] - s[:-p, p:] - s[p:, :-p] + s[:-p, :-p]) == p * p  # by upper-left pixel
+    return _covered(fits, h, w, p)
+
+
+def _covered(fits: np.ndarray, h: int, w: int, p: int) -> np.ndarray:
+    """Pixels within ``p`` rows and columns after some True upper-left position of ``fits``."""
+    ip = np.zeros((h + p + 1, w + p + 1), dtype=np.int32)
+    ip[p + 1 : p + 1 + fits.shape[0], p + 1 : p + 1 + fits.shape[1]] = fits
+    np.cumsum(ip, axis=0, out=ip)
+    np.cumsum(ip, axis=1, out=ip)
+    count = (
+        ip[p + 1 :, p + 1 :]
+        - ip[1 : h + 1, p + 1 :]
+        - ip[p + 1 :, 1 : w + 1]
+        + ip[1 : h + 1, 1 : w + 1]
+    )
+    return count > 0
+
+
 def clear_footprint(
     clear_yx: np.ndarray,
     transform: Affine | tuple[float, ...],
+    patch_px: int,
     simplify_px: float = 1.5,
-    min_area: float = 0.0,
 ) -> MultiPolygon:
     """Footprint of the clear pixels ``clear_yx`` (bool, shape (y, x)), holes included.
 
-    Every connected clear region of at least ``min_area`` (CRS units squared; the area of one
-    patch) is kept, eroded and simplified by ``simplify_px`` as in :func:`valid_footprint`, and
-    clipped to the un-eroded outline, so the result never exceeds the clear pixels.  Returns a
-    (possibly empty) MultiPolygon in the raster's CRS.
+    The mask is first reduced to :func:`patch_opening` (pixels of some fully clear
+    ``patch_px`` window), then every connected region of at least one patch area is kept,
+    eroded and simplified by ``simplify_px`` as in :func:`valid_footprint`, and clipped to the
+    un-eroded outline, so the result never exceeds the clear pixels.  Returns a (possibly
+    empty) MultiPolygon in the raster's CRS.
     """
     if not isinstance(transform, Affine):
         transform = Affine(*transform[:6])
-    mask = np.ascontiguousarray(clear_yx, dtype=np.uint8)
+    min_area = (patch_px * abs(transform.a)) ** 2
+    mask = np.ascontiguousarray(patch_opening(clear_yx, patch_px), dtype=np.uint8)
     if not mask.any():
         return MultiPolygon()
     shapes = rasterio.features.shapes(mask, mask=mask.astype(bool), transform=transform)

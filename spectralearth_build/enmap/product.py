@@ -265,6 +265,4 @@ class EnmapProduct:
             if name == "SNOW":
                 flagged = snow_blocked(flagged, patch_px, max_snow_fraction)
             clear &= ~flagged
-        res = abs(float(transform[0]))
-        area = (patch_px * res) ** 2
-        return poly, clear_footprint(clear, transform, simplify_px, min_area=area)
+        return poly, clear_footprint(clear, transform, patch_px, simplify_px)
