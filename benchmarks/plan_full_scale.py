@@ -221,10 +221,11 @@ def run_case(tiles: list[TileRecord], config: PlanConfig, workers: int) -> dict:
     single_s, single_cpu = time.perf_counter() - t0, time.process_time() - c0
     rss_single = _maxrss_mib()
     with dask_client(workers) as client:
-        client.run(lambda: None)  # workers are up before the clock starts
-        t0 = time.perf_counter()
+        cpu0 = client.run(time.process_time)  # workers are up before the clock starts
+        t0, d0 = time.perf_counter(), time.process_time()
         par = plan_patches(tiles, config, map_fn=client_map(client))
-        par_s = time.perf_counter() - t0
+        par_s, driver_cpu = time.perf_counter() - t0, time.process_time() - d0
+        cpu1 = client.run(time.process_time)
         worker_rss = client.run(_maxrss_mib)
     same = par.patches == single.patches
     digest_single, digest_par = _plan_digest(single, config), _plan_digest(par, config)
@@ -245,6 +246,8 @@ def run_case(tiles: list[TileRecord], config: PlanConfig, workers: int) -> dict:
         f"dask_{workers}_workers": {
             "seconds_total": round(par_s, 2),
             "seconds_per_stage": par.summary["seconds"],
+            "cpu_seconds_driver": round(driver_cpu, 2),
+            "cpu_seconds_workers": sorted(round(cpu1[w] - cpu0[w], 2) for w in cpu1),
             "speedup": round(single_s / par_s, 3),
             "time_ratio_vs_single": round(par_s / single_s, 3),
             "peak_rss_mib_driver": _maxrss_mib(),
