@@ -22,6 +22,8 @@ never larger than the clear area.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import rasterio.features
 import shapely
@@ -140,6 +142,17 @@ def _covered(fits: np.ndarray, h: int, w: int, p: int) -> np.ndarray:
     return count > 0
 
 
+def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
+    """``mask`` grown by ``r`` pixels (a square of side ``2 r + 1``)."""
+    h, w = mask.shape
+    k = 2 * r + 1
+    ip = np.zeros((h + k, w + k), dtype=np.int32)
+    ip[r + 1 : r + 1 + h, r + 1 : r + 1 + w] = mask
+    np.cumsum(ip, axis=0, out=ip)
+    np.cumsum(ip, axis=1, out=ip)
+    return (ip[k:, k:] - ip[:-k, k:] - ip[k:, :-k] + ip[:-k, :-k]) > 0
+
+
 def clear_footprint(
     clear_yx: np.ndarray,
     transform: Affine | tuple[float, ...],
@@ -157,7 +170,11 @@ def clear_footprint(
     if not isinstance(transform, Affine):
         transform = Affine(*transform[:6])
     min_area = (patch_px * abs(transform.a)) ** 2
-    mask = np.ascontiguousarray(patch_opening(clear_yx, patch_px), dtype=np.uint8)
+    clear = np.asarray(clear_yx, dtype=bool)
+    # grow the opening back by twice the tolerance (within the clear pixels), so that erosion
+    # and simplification below do not eat into patches that fit the opening exactly
+    margin = 2 * math.ceil(simplify_px)
+    mask = np.ascontiguousarray(clear & _dilate(patch_opening(clear, patch_px), margin), np.uint8)
     if not mask.any():
         return MultiPolygon()
     shapes = rasterio.features.shapes(mask, mask=mask.astype(bool), transform=transform)
