@@ -15,9 +15,12 @@ Snow is allowed up to a fraction of a patch, so it is handled with a window rule
 "centred" on it, the patch it is the centre pixel of) holds more than ``max_snow_fraction``
 snow.  A pixel-aligned patch wholly inside the unblocked area has its centre pixel unblocked, and
 the window of that pixel is the patch itself, so the patch passes the snow check.  The clear mask
-(valid, not flagged, not blocked) is polygonised with its holes, parts too small for one patch
-are dropped, and the rest is eroded and simplified exactly like the valid footprint, so it is
-never larger than the clear area.
+(valid, not flagged, not blocked) is reduced to the pixels of some fully clear pixel-aligned
+patch (an opening by the patch square, grown back by twice the tolerance within the clear
+pixels), which drops the specks and slivers no patch can use and keeps polygonising cheap; it is
+then polygonised with its holes, parts too small for one patch are dropped, and the rest is
+eroded and simplified exactly like the valid footprint, so it is never larger than the clear
+area.
 """
 
 from __future__ import annotations
