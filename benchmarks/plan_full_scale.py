@@ -9,40 +9,51 @@ Generates 11,636 tile records (no pixels) with realistic geometry:
 * revisits of hotspot sites (a few "super sites" visited 35-50 times, many visited 4-15 times,
   some straddling UTM zone lines), each visit a new datatake on another date with a random
   across-track (off-nadir) offset and along-track phase;
-* background strips elsewhere, visited once.
+* background strips elsewhere, visited once;
+* in the ``cloudy`` case, clear-sky footprints: every tile gets 1-5 elliptical cloud holes
+  (seeded; 16 vertices each, about what the scan's 1.5 px simplification leaves of a km-sized
+  cloud) covering a fraction of its valid area drawn uniformly from 0-40% (less where holes
+  overlap); the ``clear`` case is the same archive without clouds.
 
-Then times :func:`spectralearth_build.geometry.plan_patches` (graph, tuples, placement, views,
-windows) and a grid-first baseline on the same footprints: a fixed 128 px lattice per UTM zone,
-each cell (owned by the zone its centre longitude falls in) taking every tile whose footprint,
-reprojected and shrunk by the resampling margin where needed, covers it fully, keeping distinct
-acquisitions.  Writes benchmarks/results/plan_full_scale.json.
+For each case it times :func:`spectralearth_build.geometry.plan_patches` (stages: graph, tuples,
+placement, views, windows) in this process and on a 2-worker local Dask cluster, side by side,
+checks that both plans are the same bytes, and runs the clear-sky grid-first baseline
+(:mod:`grid_first`: best 128 px lattice offset per zone in 8 px steps) on the same footprints.
+Writes benchmarks/results/plan_full_scale.json.
 
-Run: ``python benchmarks/plan_full_scale.py [--tiles 11636] [--out PATH]``.
+Run: ``python benchmarks/plan_full_scale.py [--tiles 11636] [--cases cloudy,clear] [--out PATH]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import math
 import os
 import platform
 import resource
 import sys
+import tempfile
 import time
-from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 import shapely
+import shapely.affinity
 from pyproj import Transformer
 
-from spectralearth_build.config import PlanConfig
+from spectralearth_build.cluster import client_map, dask_client
+from spectralearth_build.config import BuildConfig, PlanConfig
 from spectralearth_build.geometry import plan_patches
-from spectralearth_build.geometry.tiles import TileSet, reproject
 from spectralearth_build.grid import PixelGrid
+from spectralearth_build.plan import write_plan
 from spectralearth_build.records import TileRecord
+
+sys.path.insert(0, str(Path(__file__).parent))
+from grid_first import grid_first_baseline  # noqa: E402
 
 RES = 30.0
 TILE_M = 30_000.0
@@ -170,62 +181,109 @@ def _tile(
     return TileRecord(name, datatake, tile, start, grid, fp)
 
 
-def grid_first_baseline(tiles: list[TileRecord], config: PlanConfig) -> dict:
-    """Fixed ``patch_px`` lattice per zone; each cell takes every tile covering it fully."""
-    t0 = time.perf_counter()
-    ts = TileSet.build(tiles, config)
-    side = config.patch_px * config.pixel_size_m
-    cells: dict[tuple[str, int, int], list[int]] = {}
-    crs_of = [t.crs for t in ts.tiles]
-    zones = sorted(set(crs_of))
-    ll = ts.lonlat_bounds
-    for zone in zones:
-        z = int(zone[-2:])
-        lo, hi = -180 + 6 * (z - 1), -180 + 6 * z
-        north = zone.startswith("EPSG:326")
-        # tiles reaching into this zone's band (same hemisphere)
-        sel = [
-            i
-            for i in range(len(ts))
-            if ll[i, 2] >= lo and ll[i, 0] <= hi and crs_of[i].startswith("EPSG:326") == north
-        ]
-        to_ll = _tf(zone, "EPSG:4326")
-        for i in sel:
-            t = ts.tiles[i]
-            if t.crs == zone:
-                fp = t.footprint
-            else:
-                fp = reproject(t.footprint, t.crs, zone, 300.0)
-                fp = fp.buffer(-config.resample_margin_px * config.pixel_size_m, join_style="mitre")
-            if fp.is_empty:
-                continue
-            minx, miny, maxx, maxy = fp.bounds
-            c0, c1 = math.floor((minx - 15) / side), math.floor((maxx - 15) / side)
-            r0, r1 = math.floor((miny - 15) / side), math.floor((maxy - 15) / side)
-            cc, rr = np.meshgrid(np.arange(c0, c1 + 1), np.arange(r0, r1 + 1))
-            cc, rr = cc.ravel(), rr.ravel()
-            x, y = 15 + cc * side, 15 + rr * side
-            ok = shapely.covers(fp, shapely.box(x, y, x + side, y + side))
-            if not ok.any():
-                continue
-            cc, rr = cc[ok], rr[ok]
-            lon, _ = to_ll.transform(15 + (cc + 0.5) * side, 15 + (rr + 0.5) * side)
-            own = (np.asarray(lon) >= lo) & (np.asarray(lon) < hi)
-            for c, r in zip(cc[own].tolist(), rr[own].tolist()):
-                cells.setdefault((zone, c, r), []).append(i)
-    by_t: Counter[int] = Counter()
-    for members in cells.values():
-        kept: list[int] = []
-        for i in sorted(members):
-            if all(ts.compatible(i, j) for j in kept):
-                kept.append(i)
-        by_t[len(kept)] += 1
+def add_clouds(tiles: list[TileRecord], seed: int) -> list[TileRecord]:
+    """The tiles with clear-sky footprints: 1-5 elliptical holes over 0-40% of each footprint."""
+    rng = np.random.default_rng([seed, 7])
+    out = []
+    for t in tiles:
+        fp = t.footprint
+        target = rng.uniform(0.0, 0.4) * fp.area
+        n = int(rng.integers(1, 6))
+        shares = rng.dirichlet(np.ones(n)) * target
+        minx, miny, maxx, maxy = fp.bounds
+        holes = []
+        for a in shares:
+            while True:
+                x, y = rng.uniform(minx, maxx), rng.uniform(miny, maxy)
+                if fp.contains(shapely.Point(x, y)):
+                    break
+            ratio = rng.uniform(0.4, 1.0)
+            rx = math.sqrt(a / (math.pi * ratio))
+            ell = shapely.affinity.scale(shapely.Point(0, 0).buffer(1.0, 4), rx, rx * ratio)
+            ell = shapely.affinity.rotate(ell, rng.uniform(0, 180))
+            holes.append(shapely.affinity.translate(ell, x, y))
+        clear = fp.difference(shapely.union_all(holes))
+        out.append(dataclasses.replace(t, clear=clear))
+    return out
+
+
+def _plan_digest(result, config: PlanConfig) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "plan.parquet"
+        write_plan(result.patches, path, result.file_metadata(BuildConfig().replace(plan=config)))
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_case(tiles: list[TileRecord], config: PlanConfig, workers: int) -> dict:
+    """Plan in this process and on ``workers`` Dask workers; the baseline; the comparison."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    single = plan_patches(tiles, config)
+    single_s, single_cpu = time.perf_counter() - t0, time.process_time() - c0
+    rss_single = _maxrss_mib()
+    with dask_client(workers) as client:
+        cpu0 = client.run(time.process_time)  # workers are up before the clock starts
+        t0, d0 = time.perf_counter(), time.process_time()
+        par = plan_patches(tiles, config, map_fn=client_map(client))
+        par_s, driver_cpu = time.perf_counter() - t0, time.process_time() - d0
+        cpu1 = client.run(time.process_time)
+        worker_rss = client.run(_maxrss_mib)
+    same = par.patches == single.patches
+    digest_single, digest_par = _plan_digest(single, config), _plan_digest(par, config)
+    baseline = grid_first_baseline(tiles, config)
+    s = single.summary
+    ratio_by_t = {
+        t: round(n / baseline["patches_by_timestamps"][t], 3)
+        for t, n in s["patches_by_timestamps"].items()
+        if baseline["patches_by_timestamps"].get(t)
+    }
     return {
-        "seconds": round(time.perf_counter() - t0, 3),
-        "patches": sum(by_t.values()),
-        "multi_timestamp_patches": sum(n for k, n in by_t.items() if k >= 2),
-        "patches_by_timestamps": {str(k): by_t[k] for k in sorted(by_t)},
-        "views": sum(k * n for k, n in by_t.items()),
+        "single_process": {
+            "seconds_total": round(single_s, 2),
+            "cpu_seconds_total": round(single_cpu, 2),
+            "seconds_per_stage": s["seconds"],
+            "peak_rss_mib": rss_single,
+        },
+        f"dask_{workers}_workers": {
+            "seconds_total": round(par_s, 2),
+            "seconds_per_stage": par.summary["seconds"],
+            "cpu_seconds_driver": round(driver_cpu, 2),
+            "cpu_seconds_workers": sorted(round(cpu1[w] - cpu0[w], 2) for w in cpu1),
+            "speedup": round(single_s / par_s, 3),
+            "time_ratio_vs_single": round(par_s / single_s, 3),
+            "peak_rss_mib_driver": _maxrss_mib(),
+            "peak_rss_mib_workers": sorted(worker_rss.values()),
+        },
+        "same_patches": same,
+        "plan_sha256_single": digest_single,
+        "plan_sha256_dask": digest_par,
+        "same_plan_bytes": digest_single == digest_par,
+        "plan": {
+            k: s[k]
+            for k in (
+                "tiles",
+                "tiles_without_clear_patch",
+                "edges",
+                "components",
+                "largest_components",
+                "planning_groups",
+                "largest_planning_groups",
+                "max_degree",
+                "mean_degree",
+                "tiles_with_degree_30_or_more",
+                "tuples_by_size",
+                "patches",
+                "multi_timestamp_patches",
+                "patches_by_timestamps",
+                "placed_by_tuple_size",
+                "views",
+                "resampled_views",
+            )
+        },
+        "grid_first_baseline": baseline,
+        "multi_timestamp_ratio_vs_baseline": round(
+            s["multi_timestamp_patches"] / max(1, baseline["multi_timestamp_patches"]), 3
+        ),
+        "patches_ratio_vs_baseline_by_timestamps": ratio_by_t,
     }
 
 
@@ -238,6 +296,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiles", type=int, default=11_636)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--cases", default="cloudy,clear")
     default_out = Path(__file__).parent / "results/plan_full_scale.json"
     ap.add_argument("--out", type=Path, default=default_out)
     args = ap.parse_args()
@@ -245,18 +305,8 @@ def main() -> None:
     t0 = time.perf_counter()
     tiles = ArchiveGenerator(args.tiles, args.seed).generate()
     gen_s = time.perf_counter() - t0
-    rss_before = _maxrss_mib()
     config = PlanConfig()
-
-    t0, c0 = time.perf_counter(), time.process_time()
-    result = plan_patches(tiles, config)
-    plan_s, plan_cpu = time.perf_counter() - t0, time.process_time() - c0
-    rss_plan = _maxrss_mib()
-    print(json.dumps(result.summary, indent=1))
-
-    baseline = grid_first_baseline(tiles, config)
-    s = result.summary
-    out = {
+    out: dict = {
         "benchmark": "plan_full_scale",
         "machine": {
             "python": platform.python_version(),
@@ -272,36 +322,21 @@ def main() -> None:
             "seed": args.seed,
         },
         "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
-        "planning": {
-            "seconds_total": round(plan_s, 2),
-            "cpu_seconds_total": round(plan_cpu, 2),
-            "seconds_per_stage": s["seconds"],
-            "peak_rss_mib_before_planning": rss_before,
-            "peak_rss_mib_after_planning": rss_plan,
-            "tiles": s["tiles"],
-            "edges": s["edges"],
-            "components": s["components"],
-            "largest_components": s["largest_components"],
-            "max_degree": s["max_degree"],
-            "mean_degree": s["mean_degree"],
-            "tiles_with_degree_30_or_more": s["tiles_with_degree_30_or_more"],
-            "tuples_by_size": s["tuples_by_size"],
-            "patches": s["patches"],
-            "multi_timestamp_patches": s["multi_timestamp_patches"],
-            "patches_by_timestamps": s["patches_by_timestamps"],
-            "placed_by_tuple_size": s["placed_by_tuple_size"],
-            "views": s["views"],
-            "resampled_views": s["resampled_views"],
-        },
-        "grid_first_baseline": baseline,
-        "multi_timestamp_ratio_vs_baseline": round(
-            s["multi_timestamp_patches"] / max(1, baseline["multi_timestamp_patches"]), 3
-        ),
-        "peak_rss_mib_end": _maxrss_mib(),
+        "peak_rss_mib_before_planning": _maxrss_mib(),
+        "cases": {},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps({k: out[k] for k in ("planning", "grid_first_baseline")}, indent=1))
+    for case in args.cases.split(","):
+        case_tiles = add_clouds(tiles, args.seed) if case == "cloudy" else tiles
+        if case == "cloudy":
+            valid = sum(t.footprint.area for t in tiles)
+            out["archive"]["cloudy_clear_fraction"] = round(
+                sum(t.clear.area for t in case_tiles) / valid, 4
+            )
+        out["cases"][case] = run_case(case_tiles, config, args.workers)
+        print(case, json.dumps(out["cases"][case], indent=1))
+        out["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=2) + "\n")  # after each case
     print(f"written {args.out}")
 
 

@@ -206,7 +206,7 @@ def _build(
             patches, _ = read_plan(out / fmt.PLAN)
         else:
             try:
-                result = plan_patches(tile_records(catalog), config.plan)
+                result = plan_patches(tile_records(catalog), config.plan, map_fn=client_map(client))
             except PlanningError as exc:
                 raise ConfigError(f"planning failed: {exc}") from exc
             patches = list(result.patches)

@@ -16,7 +16,11 @@ cloudy acquisitions.  Every product ends with a ``status`` and a ``reason``:
 =============  ==================================================================================
 
 The catalog is written as GeoParquet: the geometry column is the footprint in EPSG:4326 and
-``footprint_native`` (WKB) holds it in the product's own CRS (named in ``crs``).
+``footprint_native`` (WKB) holds it in the product's own CRS (named in ``crs``).  Beside it,
+``clear_native`` (WKB, same CRS) is the clear-sky footprint: where a patch of ``plan.patch_px``
+passes the extraction cloud and snow checks (:mod:`.enmap.footprint`), a MultiPolygon with holes,
+empty when no patch fits; ``clear_fraction`` is its area over the valid footprint's.  Planning
+uses the clear-sky footprint.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from .grid import PixelGrid
 from .records import TileRecord
 
 STATUSES = ("ok", "invalid", "duplicate", "night", "cloudy")
-CATALOG_VERSION = 1
+CATALOG_VERSION = 2
 
 MapFn = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]
 
@@ -86,6 +90,8 @@ def _empty_row(source_id: str, location: str) -> dict[str, Any]:
         "footprint_native": None,
         "footprint_area_m2": None,
         "valid_fraction": None,
+        "clear_native": None,
+        "clear_fraction": None,
         "geometry": None,
         "status": "ok",
         "reason": "",
@@ -127,10 +133,16 @@ def scan_source(source: ProductSource, config: BuildConfig) -> dict[str, Any]:
         row.update(
             crs=grid.crs, transform=list(grid.transform), height=grid.height, width=grid.width
         )
-        fp = product.footprint(config.scan.footprint_simplify_px)
+        fp, clear = product.footprints(
+            config.plan.patch_px,
+            config.extract.max_snow_fraction,
+            config.scan.footprint_simplify_px,
+        )
         row["footprint_native"] = shapely.to_wkb(fp)
         row["footprint_area_m2"] = fp.area
         row["valid_fraction"] = fp.area / (grid.height * grid.width * grid.res**2)
+        row["clear_native"] = shapely.to_wkb(clear)
+        row["clear_fraction"] = clear.area / fp.area
         row["geometry"] = footprint_to_lonlat(fp, grid.crs)
     except ProductError as exc:
         row.update(status="invalid", reason=exc.reason, detail=exc.detail or str(exc))
@@ -236,6 +248,7 @@ def rows_to_catalog(rows: list[dict[str, Any]]) -> gpd.GeoDataFrame:
         "sun_elevation",
         "footprint_area_m2",
         "valid_fraction",
+        "clear_fraction",
     ):
         df[col] = df[col].astype("float64")
     return gpd.GeoDataFrame(df, geometry="geometry", crs="EPSG:4326")
@@ -290,10 +303,15 @@ def read_catalog(path: str | Path) -> gpd.GeoDataFrame:
 
 
 def tile_records(catalog: pd.DataFrame, status: str = "ok") -> list[TileRecord]:
-    """Tile records of the catalog rows with the given status, in catalog order."""
+    """Tile records of the catalog rows with the given status, in catalog order.
+
+    Records carry the clear-sky footprint when the catalog has one (``clear_native``).
+    """
     out = []
+    has_clear = "clear_native" in catalog.columns
     for r in catalog[catalog["status"] == status].itertuples(index=False):
         start = pd.Timestamp(r.start_time).to_pydatetime()
+        clear = r.clear_native if has_clear else None
         out.append(
             TileRecord(
                 tile_id=r.product_id,
@@ -302,6 +320,7 @@ def tile_records(catalog: pd.DataFrame, status: str = "ok") -> list[TileRecord]:
                 start_time=start,
                 grid=PixelGrid(r.crs, tuple(r.transform), (int(r.height), int(r.width))),  # type: ignore[arg-type]
                 footprint=shapely.from_wkb(r.footprint_native),
+                clear=shapely.from_wkb(clear) if isinstance(clear, bytes) else None,
             )
         )
     return out

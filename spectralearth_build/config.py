@@ -51,8 +51,10 @@ class PlanConfig:
     """A patch may overlap accepted patches by at most this fraction of its area."""
     include_single: bool = True
     """Also plan single-timestamp patches where only one tile covers the ground."""
-    candidate_stride_px: int = 16
-    """Spacing of candidate patch positions in pixels (``gcd`` with ``patch_px`` is used)."""
+    candidate_stride_px: int = 8
+    """Spacing of candidate patch positions in pixels (``gcd`` with ``patch_px`` is used); also
+    the step of the patch lattice phases the planner chooses from (8 px: as fine as the
+    grid-first baseline's offsets)."""
     complete_views: bool = True
     """Add to each placed patch every other compatible tile whose footprint fully covers it."""
     resample_margin_px: float = 1.0

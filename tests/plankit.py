@@ -81,7 +81,11 @@ def reproject(geom, src: str, dst: str, segment: float = 100.0):
 
 
 def check_plan(tiles: list[TileRecord], patches: list[PlannedPatch], config: PlanConfig) -> None:
-    """Assert the plan's geometric guarantees, computed directly from the records."""
+    """Assert the plan's geometric guarantees, computed directly from the records.
+
+    Every view lies inside its tile's valid footprint and, where the record has one, inside its
+    clear-sky footprint; no two patches overlap by more than ``max_overlap_fraction``.
+    """
     by_id = {t.tile_id: t for t in tiles}
     gap = timedelta(days=config.min_gap_days)
     side = config.patch_px * config.pixel_size_m
@@ -113,10 +117,16 @@ def check_plan(tiles: list[TileRecord], patches: list[PlannedPatch], config: Pla
                 assert not v.resampled
                 assert v.window == g.window_in(t.grid)
                 assert t.footprint.covers(box), f"patch {p.patch_id} not inside {t.tile_id}"
+                if t.clear is not None:
+                    assert t.clear.covers(box), f"patch {p.patch_id} not in {t.tile_id}'s clear sky"
             else:
                 assert v.resampled
                 there = reproject(box, g.crs, t.crs)
                 assert t.footprint.covers(there), f"patch {p.patch_id} not inside {t.tile_id}"
+                if t.clear is not None:
+                    assert t.clear.covers(there), (
+                        f"patch {p.patch_id} not in {t.tile_id}'s clear sky"
+                    )
                 # the source window covers the reprojected patch
                 win = t.grid.crop(v.window)
                 assert shapely.box(*win.bounds).covers(there)

@@ -16,7 +16,7 @@ from spectralearth_build.catalog import footprint_to_lonlat, rows_to_catalog, wr
 from spectralearth_build.cli import main
 from spectralearth_build.config import BuildConfig, PlanConfig
 from spectralearth_build.geometry import plan_patches
-from spectralearth_build.plan import read_plan
+from spectralearth_build.plan import read_plan, write_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -29,8 +29,14 @@ from plankit import scenario_tiles
 from spectralearth_build.config import BuildConfig, PlanConfig
 from spectralearth_build.geometry import plan_patches
 config = BuildConfig().replace(plan=PlanConfig(patch_px=32, candidate_stride_px=8))
-plan_patches(scenario_tiles(), config.plan).write({out!r}, config)
+from spectralearth_build.plan import write_plan
+result = plan_patches(scenario_tiles(), config.plan)
+write_plan(result.patches, {out!r}, result.file_metadata(config))
 """
+
+
+def _write(result, path: Path, config: BuildConfig) -> None:
+    write_plan(result.patches, path, result.file_metadata(config))
 
 
 def _write_plan_in_subprocess(out: Path, seed: str) -> None:
@@ -42,9 +48,9 @@ def _write_plan_in_subprocess(out: Path, seed: str) -> None:
 def test_plan_is_byte_identical_across_runs_and_processes(tmp_path: Path) -> None:
     config = BuildConfig().replace(plan=CFG)
     a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
-    plan_patches(scenario_tiles(), CFG).write(a, config)
+    _write(plan_patches(scenario_tiles(), CFG), a, config)
     # the input order is irrelevant
-    plan_patches(list(reversed(scenario_tiles())), CFG).write(b, config)
+    _write(plan_patches(list(reversed(scenario_tiles())), CFG), b, config)
     assert a.read_bytes() == b.read_bytes()
     c, d = tmp_path / "c.parquet", tmp_path / "d.parquet"
     _write_plan_in_subprocess(c, "1")
@@ -57,7 +63,7 @@ def test_plan_file_round_trip(tmp_path: Path) -> None:
     tiles = scenario_tiles()
     result = plan_patches(tiles, CFG)
     config = BuildConfig().replace(plan=CFG)
-    result.write(tmp_path / "plan.parquet", config)
+    _write(result, tmp_path / "plan.parquet", config)
     patches, meta = read_plan(tmp_path / "plan.parquet")
     assert patches == result.patches
     assert meta["config"]["plan"]["patch_px"] == 32

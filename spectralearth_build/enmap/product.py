@@ -15,14 +15,14 @@ import numpy as np
 import rasterio
 from rasterio.errors import RasterioError
 from rasterio.windows import Window as RioWindow
-from shapely.geometry import Polygon
+from shapely.geometry import MultiPolygon, Polygon
 
 from ..bands import BandSelection
 from ..errors import ProductError
 from ..formats import NODATA
 from ..grid import PixelGrid, Window
 from .discovery import IMAGE, METADATA, FileTooLargeError, ProductSource
-from .footprint import valid_footprint
+from .footprint import clear_footprint, snow_blocked, valid_footprint
 from .metadata import MetadataError, ProductMetadata, parse_metadata
 
 # Reading a .tar.gz through /vsitar/ makes GDAL save a seek index beside the archive
@@ -33,6 +33,9 @@ MAX_RASTER_PX = 20_000
 """Largest side of a product raster (EnMAP tiles are about 1,300 px): a crafted header cannot
 make the footprint read allocate more than a few hundred MB."""
 CLASS_LAND, CLASS_WATER, CLASS_BACKGROUND = 1, 2, 3
+CLEAR_SKY_FLAGS = (("CLOUD", 1), ("CLOUDSHADOW", 1), ("HAZE", 1), ("CIRRUS", 2))
+"""Quality layers removed from the clear-sky area, and the level from which a pixel counts
+(``CIRRUS`` grades 1 thin, 2 medium, 3 thick)."""
 
 
 def _rio_window(window: Window | None) -> RioWindow | None:
@@ -236,17 +239,53 @@ class EnmapProduct:
             return self.read_layer("CLASSES", window) != CLASS_BACKGROUND
         return self.read_image(window, np.array([0]))[0] != NODATA
 
-    def footprint(self, simplify_px: float = 1.5) -> Polygon:
-        """Valid-data footprint in the product's CRS (see :mod:`.footprint`)."""
+    def _valid_and_transform(self) -> tuple[np.ndarray, tuple[float, ...]]:
         if self.has_layer("CLASSES"):
             with self._open("QL_QUALITY_CLASSES") as src:
                 classes = src.read(1)
-                transform = src.transform
-            mask = classes != CLASS_BACKGROUND
-        else:
-            mask = self.valid_mask()
-            transform = self.grid.transform
+                transform = tuple(src.transform)[:6]
+            return classes != CLASS_BACKGROUND, transform
+        return self.valid_mask(), self.grid.transform
+
+    def footprint(self, simplify_px: float = 1.5) -> Polygon:
+        """Valid-data footprint in the product's CRS (see :mod:`.footprint`)."""
+        mask, transform = self._valid_and_transform()
         poly = valid_footprint(mask, transform, simplify_px)
         if poly is None:
             raise ProductError(self.source.location, "no valid pixels")
         return poly
+
+    def footprints(
+        self, patch_px: int, max_snow_fraction: float, simplify_px: float = 1.5
+    ) -> tuple[Polygon, MultiPolygon]:
+        """Valid-data and clear-sky footprints in the product's CRS (see :mod:`.footprint`).
+
+        Args:
+            patch_px: patch side (pixels) the snow window rule is evaluated for.
+            max_snow_fraction: largest snow fraction of a patch that extraction accepts.
+            simplify_px: erosion and simplification tolerance, pixels.
+
+        Returns:
+            ``(valid, clear)``: the valid footprint (a polygon) and the clear-sky area (a
+            MultiPolygon with holes, empty when no patch-sized clear region exists).  Quality
+            layers the product lacks count as unflagged.
+        """
+        valid, transform = self._valid_and_transform()
+        poly = valid_footprint(valid, transform, simplify_px)
+        if poly is None:
+            raise ProductError(self.source.location, "no valid pixels")
+        clear = valid.copy()
+        for name, level in (*CLEAR_SKY_FLAGS, ("SNOW", 1)):
+            if not self.has_layer(name):
+                continue
+            flagged = self.quality_mask(name, min_level=level)
+            if flagged.shape != valid.shape:
+                raise ProductError(
+                    self.source.location,
+                    f"quality layer {name} has the wrong shape",
+                    f"{flagged.shape}, expected {valid.shape}",
+                )
+            if name == "SNOW":
+                flagged = snow_blocked(flagged, patch_px, max_snow_fraction)
+            clear &= ~flagged
+        return poly, clear_footprint(clear, transform, patch_px, simplify_px)

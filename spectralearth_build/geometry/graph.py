@@ -49,9 +49,16 @@ def candidate_pairs(tileset: TileSet) -> np.ndarray:
     return pairs[order]
 
 
-def overlap_edges(tileset: TileSet) -> tuple[np.ndarray, np.ndarray]:
-    """Edges of the overlap graph: ``(m, 2)`` index pairs ``i < j`` and their overlap areas (m2)."""
-    pairs = candidate_pairs(tileset)
+def overlap_edges(
+    tileset: TileSet, candidates: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Edges of the overlap graph: ``(m, 2)`` index pairs ``i < j`` and their overlap areas (m2).
+
+    Args:
+        tileset: the tiles.
+        candidates: :func:`candidate_pairs` of ``tileset`` if already computed.
+    """
+    pairs = candidate_pairs(tileset) if candidates is None else candidates
     if len(pairs) == 0:
         return pairs, np.zeros(0)
     i, j = pairs[:, 0], pairs[:, 1]
@@ -122,3 +129,46 @@ def components(n: int, pairs: np.ndarray) -> np.ndarray:
     for cid, (_, members) in enumerate(comps):
         out[members] = cid
     return out
+
+
+def touching_pairs(
+    tileset: TileSet, candidates: np.ndarray, comp: np.ndarray, tolerance_m: float
+) -> np.ndarray:
+    """Candidate pairs of different components whose footprints come within ``tolerance_m``.
+
+    Patches are placed inside their tiles' footprints, so patches of two components can only
+    overlap where such a pair of tiles touches; planning those components together keeps their
+    patches apart.  Returns ``(m, 2)`` index pairs.
+    """
+    if len(candidates) == 0:
+        return candidates
+    pairs = candidates[comp[candidates[:, 0]] != comp[candidates[:, 1]]]
+    if len(pairs) == 0:
+        return pairs
+    crs = np.array([t.crs for t in tileset.tiles], dtype=object)
+    fps = np.array([t.footprint for t in tileset.tiles], dtype=object)
+    i, j = pairs[:, 0], pairs[:, 1]
+    near = np.zeros(len(pairs), dtype=bool)
+    same = crs[i] == crs[j]
+    sel = np.flatnonzero(same)
+    if len(sel):
+        near[sel] = shapely.dwithin(fps[i[sel]], fps[j[sel]], tolerance_m)
+    for k in np.flatnonzero(~same):
+        a, b = int(i[k]), int(j[k])
+        near[k] = shapely.dwithin(
+            fps[a], tileset.raw_footprint_in(b, tileset.tiles[a].crs), tolerance_m
+        )
+    return pairs[near]
+
+
+def planning_groups(n: int, pairs: np.ndarray, touching: np.ndarray) -> list[list[int]]:
+    """Tile indices of the independent planning groups, each sorted, ordered by first index.
+
+    A group is a connected component of the overlap graph together with every component whose
+    tiles touch it (``touching``): no patch of one group can overlap a patch of another.
+    """
+    g = nx.Graph()
+    g.add_nodes_from(range(n))
+    g.add_edges_from(pairs.tolist())
+    g.add_edges_from(touching.tolist())
+    return sorted(sorted(c) for c in nx.connected_components(g))

@@ -4,7 +4,7 @@ Candidate positions.  Within a frame (pixel lattice, see :mod:`.tiles`), patch c
 *global* candidate grid: every ``candidate_stride_px`` pixels from the lattice origin, not from
 the intersection's bounds.  A patch therefore covers exactly ``k x k`` stride cells
 (``k = patch_px / candidate_stride_px``), patches of different tuples line up, and overlap
-between patches of one frame is a whole number of cells.  A fine stride (16 px by default, as
+between patches of one frame is a whole number of cells.  A fine stride (8 px by default; 16 px as
 HyBiomass does) fits patches into the border strips of rotated intersections, where a fixed
 128 px grid anchored anywhere loses them.
 
@@ -17,13 +17,15 @@ accepted (reprojected, densified).  A window sum over either grid is a candidate
 Only patches near a tile of another frame (found with the ``rtree`` index of tile lon/lat boxes)
 are written to other frames' grids, since no other frame's patch can be anywhere else.
 
-Two sweeps.  The planner first offers every region only the positions of the coarse grid
-(multiples of ``patch_px`` from the lattice origin, ``aligned=True``), which tile the plane
-without gaps, so patches of neighbouring regions never leave unusable slivers between them;
-a coarse cell inside a pair's intersection is only lost to a patch of a longer series, so
-this sweep alone matches a grid-first planner on one zone.  A second sweep over the same
-regions then offers all positions of the fine candidate grid, which adds patches in the border
-strips of rotated intersections that the coarse grid misses.
+Two sweeps.  The planner first offers every region only the positions of one coarse patch
+lattice per frame (``aligned=True``): multiples of ``patch_px`` from a phase that
+:meth:`Placer.choose_phases` picks for the planning group (of the ``k x k`` phases, the one with
+the most positions lying inside two tiles, as a grid-first builder would pick its offset; ties go
+to the lattice origin).  The lattice tiles the plane without gaps, so patches of neighbouring
+regions never leave unusable slivers between them; a lattice cell inside a pair's intersection
+is only lost to a patch of a longer series.  A second sweep over the same regions then offers
+all positions of the fine candidate grid, which fills the gaps: border strips of rotated
+intersections and the space between cloud holes that the lattice misses.
 
 Scan order inside a region: candidate rows from north to south, in each row west to east;
 greedy acceptance.  A candidate is taken when (1) all points of the candidate grid on and inside
@@ -135,6 +137,34 @@ class Placer:
         self.foreign = Occupancy(np.float64)
         self._foreign_frames: set[int] = set()
         self._masks: dict[tuple[int, int], tuple[int, int, np.ndarray]] = {}
+        self.phase: dict[int, tuple[int, int]] = {}
+        """Per frame, the lattice phase ``(row, col)`` (stride cells modulo ``k``) of the
+        aligned sweep."""
+
+    def choose_phases(self) -> dict[int, tuple[int, int]]:
+        """Per frame, the patch lattice phase with the most positions under two tiles.
+
+        Counts, for each of the ``k x k`` phases, the lattice positions where a patch lies (by
+        the candidate-grid pre-test) inside at least two tiles of that frame: the places a
+        multi-timestamp patch can go.  Ties go to phase ``(0, 0)``, the lattice of the
+        frame's origin.  Sets and returns :attr:`phase`.
+        """
+        k = self.k
+        for frame in sorted({int(f) for f in self.ts.frame_of}):
+            grid = Occupancy()
+            for i in np.flatnonzero(self.ts.frame_of == frame).tolist():
+                r0, c0, mask = self._point_mask(i, frame)
+                if mask.shape[0] <= k or mask.shape[1] <= k:
+                    continue
+                pos = window_sum((~mask).astype(np.int32), k + 1) == 0
+                if pos.any():
+                    grid.add(frame, r0, c0, pos.shape[0], pos.shape[1], pos.astype(np.int32))
+            counts = np.zeros((k, k), dtype=np.int64)
+            for (_, kr, kc), chunk in sorted(grid.chunks.items()):
+                rr, cc = np.nonzero(chunk >= 2)
+                np.add.at(counts, ((kr * CHUNK + rr) % k, (kc * CHUNK + cc) % k), 1)
+            self.phase[frame] = divmod(int(np.argmax(counts)), k)  # type: ignore[assignment]
+        return self.phase
 
     # -- geometry of cells -------------------------------------------------------------------
     def patch_box(self, frame: int, ci: int, cj: int) -> tuple[float, float, float, float]:
@@ -256,7 +286,8 @@ class Placer:
         nr, nc = ci1 - ci0 + 1, cj1 - cj0 + 1
         occ = self.occupancy.region(frame, ci0, cj0, nr + k - 1, nc + k - 1)
         if aligned:
-            ra, ca = (-ci0) % k, (-cj0) % k
+            pa, pb = self.phase.get(frame, (0, 0))
+            ra, ca = (pa - ci0) % k, (pb - cj0) % k
             nb, mb = len(range(ra, nr, k)), len(range(ca, nc, k))
             free = np.zeros((nr, nc), dtype=bool)
             if nb and mb:

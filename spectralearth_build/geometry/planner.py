@@ -1,16 +1,23 @@
-"""The planner: tiles in, patch plan out, from footprints alone.
+"""The planner: tiles in, patch plan out, from footprints alone, in parallel per component.
 
-Stages (each timed in the summary):
+Tiles enter with their planning footprints (clear-sky where the catalog has them, see
+:mod:`.tiles`), so every patch lies in clear sky in every view; tiles whose clear area cannot hold
+one patch take no part.  Stages (each timed in the summary):
 
-1. ``graph``: the tile-overlap graph (:mod:`.graph`).
-2. ``tuples``: the n-tuple beam search (:mod:`.tuples`).
+1. ``graph``: the tile-overlap graph (:mod:`.graph`) and the planning groups: connected
+   components of the graph, merged where tiles of two components touch (consecutive tiles of a
+   datatake, tiles overlapping by less than a patch), so that patches of different groups can
+   never overlap and every group is planned on its own, by a plain function
+   (:func:`plan_group`), in this process or on Dask workers through ``map_fn``.
+2. ``tuples``: the n-tuple beam search (:mod:`.tuples`) of the group.
 3. ``placement``: regions are processed longest series first.  Multi-timestamp tuples in order of
    (more tiles first, larger intersection area first, smaller sorted member indices first); each
    tuple's intersection polygon (in its frame) is filled greedily (:mod:`.patches`), in two
-   sweeps: coarse-grid positions for all tuples, then fine-grid positions for all tuples.
-   Where several tuples cover one place, the longer tuple comes first and takes it.  Then, if
-   ``include_single``, each tile's own footprint (larger footprints first, then time order)
-   receives single-timestamp patches wherever nothing was placed, in the same two sweeps.
+   sweeps: one patch lattice per region (the phase that fits most patches) for all tuples, then
+   fine-grid positions for all tuples, which fill the gaps.  Where several tuples cover one
+   place, the longer tuple comes first and takes it.  Then, if ``include_single``, each tile's
+   own footprint (larger footprints first, then time order) receives single-timestamp patches
+   wherever nothing was placed, in the same two sweeps.
 4. ``views``: with ``complete_views``, every placed patch also gets every other tile that covers
    it fully, is a graph neighbour of all its original tiles and is a different acquisition from
    every view already there (taken in time order).  This repairs what the beam may have cut and
@@ -20,18 +27,20 @@ Stages (each timed in the summary):
    patch box (densified, reprojected into the tile CRS) padded by ``resample_pad_px`` and
    clipped to the tile, and ``resampled=True``.
 
-Plan order: more views first, then placement order.  Patch ids are 0..N-1 in that order.  All
-iteration runs over sorted integer indices, so the same tiles and config give the same plan in
-any process.
+Plan order: more views first, then group (by its earliest tile), then placement order inside the
+group.  Patch ids are 0..N-1 in that order.  Groups are independent and all iteration runs over
+sorted integer indices, so the same tiles and config give the same plan bytes in any process and
+with any number of workers.  Stage seconds of groups are summed over groups (worker time).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import networkx as nx
@@ -40,12 +49,26 @@ import shapely
 
 from ..config import PlanConfig
 from ..grid import PixelGrid, Window
-from ..plan import PatchView, PlannedPatch, write_plan
+from ..plan import PatchView, PlannedPatch
 from ..records import TileRecord
-from .graph import adjacency, components, graph_from_edges, lonlat_rtree, overlap_edges
+from .graph import (
+    adjacency,
+    candidate_pairs,
+    components,
+    graph_from_edges,
+    lonlat_rtree,
+    overlap_edges,
+    planning_groups,
+    touching_pairs,
+)
 from .patches import Placed, Placer
 from .tiles import TileSet, reproject
 from .tuples import search
+
+MapFn = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]
+BATCH_TILES = 256
+"""Small planning groups are sent to workers in batches of about this many tiles."""
+GROUP_STAGES = ("tuples", "placement", "views", "windows")
 
 
 @dataclass(frozen=True)
@@ -57,25 +80,151 @@ class PlanResult:
     graph: nx.Graph = field(repr=False, compare=False)
 
     def file_metadata(self, config: Any) -> dict[str, Any]:
-        """Metadata for the plan file: config and summary without timings (reproducible bytes)."""
+        """Metadata for the plan file: config and summary without timings (reproducible bytes).
+
+        Write a plan with ``write_plan(result.patches, path, result.file_metadata(config))``
+        (:func:`spectralearth_build.plan.write_plan`).
+        """
         summary = {k: v for k, v in self.summary.items() if k != "seconds"}
         return {"config": config.to_dict(), "summary": summary}
 
-    def write(self, path: str | Path, config: Any) -> None:
-        """Write the plan with :func:`spectralearth_build.plan.write_plan`."""
-        write_plan(self.patches, path, self.file_metadata(config))
+
+@dataclass(frozen=True)
+class GroupJob:
+    """One planning group: its tiles (planning footprints, time order) and overlap edges."""
+
+    tiles: tuple[TileRecord, ...]
+    pairs: np.ndarray
+    """``(m, 2)`` overlap edges as indices into ``tiles``."""
+    components: tuple[int, ...]
+    """Component id (of the whole archive's overlap graph) per tile."""
 
 
-def plan_patches(tiles: list[TileRecord], config: PlanConfig) -> PlanResult:
-    """Plan multi-timestamp (and, if configured, single-timestamp) patches for ``tiles``."""
+@dataclass(frozen=True)
+class GroupPlan:
+    """The patches of one group (ids 0..n-1 in group order) and its statistics."""
+
+    patches: list[PlannedPatch]
+    tuples_by_size: dict[int, int]
+    placed_by_tuple_size: dict[int, int]
+    seconds: dict[str, float]
+
+
+def plan_patches(
+    tiles: list[TileRecord], config: PlanConfig, map_fn: MapFn | None = None
+) -> PlanResult:
+    """Plan multi-timestamp (and, if configured, single-timestamp) patches for ``tiles``.
+
+    Args:
+        tiles: tile records; their clear-sky footprints are used where present.
+        config: planning settings.
+        map_fn: an order-preserving ``map`` (e.g. :func:`spectralearth_build.cluster.client_map`
+            of a Dask client) that plans batches of groups in parallel; None plans here.  The
+            plan is the same either way.
+    """
     seconds: dict[str, float] = {}
-    t0 = time.perf_counter()
+    t_start = t0 = time.perf_counter()
     tileset = TileSet.build(tiles, config)
-    pairs, areas = overlap_edges(tileset)
+    n = len(tileset)
+    candidates = candidate_pairs(tileset)
+    pairs, areas = overlap_edges(tileset, candidates)
     graph = graph_from_edges(tileset, pairs, areas)
-    comp = components(len(tileset), pairs)
-    nbrs = adjacency(len(tileset), pairs)
+    comp = components(n, pairs)
+    nbrs = adjacency(n, pairs)
+    touching = touching_pairs(tileset, candidates, comp, tileset.res)
+    groups = planning_groups(n, pairs, touching)
     seconds["graph"] = time.perf_counter() - t0
+
+    jobs = _group_jobs(tileset, pairs, comp, groups)
+    batches = _batches(jobs)
+    mapper: MapFn = map_fn or map  # type: ignore[assignment]
+    plans: list[GroupPlan | None] = [None] * len(jobs)
+    for batch, result in zip(
+        batches, mapper(_PlanBatch(config), [[jobs[g] for g in b] for b in batches])
+    ):
+        for g, plan in zip(batch, result):
+            plans[g] = plan
+    done = [p for p in plans if p is not None]
+    for stage in GROUP_STAGES:
+        seconds[stage] = sum(p.seconds[stage] for p in done)
+
+    t0 = time.perf_counter()
+    order = sorted(
+        ((-p.n_views, g, k) for g, plan in enumerate(done) for k, p in enumerate(plan.patches)),
+    )
+    patches = [
+        dataclasses.replace(done[g].patches[k], patch_id=pid) for pid, (_, g, k) in enumerate(order)
+    ]
+    seconds["merge"] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - t_start
+
+    tuples_by_size: Counter[int] = Counter()
+    placed_by_size: Counter[int] = Counter()
+    for plan in done:
+        tuples_by_size.update(plan.tuples_by_size)
+        placed_by_size.update(plan.placed_by_tuple_size)
+    summary = _summary(tileset, pairs, comp, nbrs, groups, tuples_by_size, placed_by_size, patches)
+    summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
+    return PlanResult(patches, summary, graph)
+
+
+def _group_jobs(
+    tileset: TileSet, pairs: np.ndarray, comp: np.ndarray, groups: list[list[int]]
+) -> list[GroupJob]:
+    group_of = np.zeros(len(tileset), dtype=np.int64)
+    local = np.zeros(len(tileset), dtype=np.int64)
+    for g, members in enumerate(groups):
+        group_of[members] = g
+        local[members] = np.arange(len(members))
+    by_group: list[list[tuple[int, int]]] = [[] for _ in groups]
+    for a, b in pairs.tolist():
+        by_group[int(group_of[a])].append((int(local[a]), int(local[b])))
+    return [
+        GroupJob(
+            tuple(tileset.tiles[i] for i in members),
+            np.array(by_group[g], dtype=np.int64).reshape(-1, 2),
+            tuple(int(comp[i]) for i in members),
+        )
+        for g, members in enumerate(groups)
+    ]
+
+
+def _batches(jobs: list[GroupJob]) -> list[list[int]]:
+    """Group indices in batches of about :data:`BATCH_TILES` tiles, largest groups first.
+
+    Depends on the groups only (never on the number of workers).
+    """
+    order = sorted(range(len(jobs)), key=lambda g: (-len(jobs[g].tiles), g))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    size = 0
+    for g in order:
+        if current and size + len(jobs[g].tiles) > BATCH_TILES:
+            batches.append(current)
+            current, size = [], 0
+        current.append(g)
+        size += len(jobs[g].tiles)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class _PlanBatch:
+    """Picklable :func:`plan_group` over a batch of groups, bound to a config."""
+
+    def __init__(self, config: PlanConfig):
+        self.config = config
+
+    def __call__(self, jobs: list[GroupJob]) -> list[GroupPlan]:
+        return [plan_group(job, self.config) for job in jobs]
+
+
+def plan_group(job: GroupJob, config: PlanConfig) -> GroupPlan:
+    """Plan one group: tuples, placement, views and windows (a plain function, no I/O)."""
+    seconds: dict[str, float] = {}
+    tileset = TileSet.build(list(job.tiles), config)
+    pairs = job.pairs
+    nbrs = adjacency(len(tileset), pairs)
 
     t0 = time.perf_counter()
     stats: dict[str, Any] = {}
@@ -85,6 +234,7 @@ def plan_patches(tiles: list[TileRecord], config: PlanConfig) -> PlanResult:
     t0 = time.perf_counter()
     tile_tree = lonlat_rtree(tileset.lonlat_bounds) if len(tileset.frames) > 1 else None
     placer = Placer(tileset, tile_tree)
+    placer.choose_phases()
     multi = sorted(tuples, key=lambda t: (-t.size, -t.area, t.members))
     del tuples
     for aligned in (True, False):
@@ -108,15 +258,18 @@ def plan_patches(tiles: list[TileRecord], config: PlanConfig) -> PlanResult:
     t0 = time.perf_counter()
     order = sorted(range(len(placer.placed)), key=lambda p: (-len(views[p]), p))
     patches = [
-        _planned_patch(tileset, placer, placer.placed[p], views[p], pid, int(comp[views[p][0]]))
+        _planned_patch(
+            tileset, placer, placer.placed[p], views[p], pid, job.components[views[p][0]]
+        )
         for pid, p in enumerate(order)
     ]
     seconds["windows"] = time.perf_counter() - t0
-    seconds["total"] = sum(seconds.values())
-
-    summary = _summary(tileset, pairs, comp, nbrs, stats, placer, patches)
-    summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
-    return PlanResult(patches, summary, graph)
+    return GroupPlan(
+        patches,
+        {int(k): int(v) for k, v in stats.get("tuples_by_size", {}).items()},
+        dict(Counter(len(p.members) for p in placer.placed)),
+        seconds,
+    )
 
 
 # -- view completion ---------------------------------------------------------------------------
@@ -219,30 +372,33 @@ def _summary(
     pairs: np.ndarray,
     comp: np.ndarray,
     nbrs: list[frozenset[int]],
-    stats: dict[str, Any],
-    placer: Placer,
+    groups: list[list[int]],
+    tuples_by_size: Counter[int],
+    placed_by_size: Counter[int],
     patches: list[PlannedPatch],
 ) -> dict[str, Any]:
     degrees = np.array([len(s) for s in nbrs], dtype=np.int64)
     comp_sizes = np.bincount(comp) if len(comp) else np.zeros(0, dtype=np.int64)
     size_hist = Counter(comp_sizes.tolist())
     by_t = Counter(p.n_views for p in patches)
-    placed_by_t = Counter(len(p.members) for p in placer.placed)
     return {
         "tiles": len(tileset),
+        "tiles_without_clear_patch": len(tileset.excluded),
         "frames": [f"{f.crs} +({f.ox:g}, {f.oy:g})" for f in tileset.frames],
         "edges": int(len(pairs)),
         "components": int(len(comp_sizes)),
         "largest_components": sorted(comp_sizes.tolist(), reverse=True)[:10],
         "component_size_histogram": {str(k): size_hist[k] for k in sorted(size_hist)},
+        "planning_groups": len(groups),
+        "largest_planning_groups": sorted((len(g) for g in groups), reverse=True)[:10],
         "max_degree": int(degrees.max()) if len(degrees) else 0,
         "mean_degree": round(float(degrees.mean()), 3) if len(degrees) else 0.0,
         "tiles_with_degree_30_or_more": int((degrees >= 30).sum()),
-        "tuples_by_size": stats.get("tuples_by_size", {}),
+        "tuples_by_size": {str(k): tuples_by_size[k] for k in sorted(tuples_by_size)},
         "patches": len(patches),
         "multi_timestamp_patches": sum(n for t, n in by_t.items() if t >= 2),
         "patches_by_timestamps": {str(k): by_t[k] for k in sorted(by_t)},
-        "placed_by_tuple_size": {str(k): placed_by_t[k] for k in sorted(placed_by_t)},
+        "placed_by_tuple_size": {str(k): placed_by_size[k] for k in sorted(placed_by_size)},
         "views": sum(p.n_views for p in patches),
         "resampled_views": sum(v.resampled for p in patches for v in p.views),
     }

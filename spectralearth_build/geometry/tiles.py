@@ -12,10 +12,16 @@ polygon and shrunk by a safety margin (``PlanConfig.resample_margin_px``) that a
 resampling and reprojection error.  Footprints are also kept as lon/lat bounding boxes, which
 is what the R-trees use to find candidates across zones (the antimeridian is not handled: a
 footprint crossing it gets a bounding box spanning the globe, which is slow but not wrong).
+
+Planning uses each tile's *planning footprint*: the clear-sky footprint where the record has one
+(:attr:`~spectralearth_build.records.TileRecord.clear`), else the valid footprint.  A
+:class:`TileSet` holds the tiles with that footprint as ``footprint``; tiles whose planning
+footprint is smaller than one patch take no part (``excluded``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -84,6 +90,8 @@ class TileSet:
     lonlat_bounds: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
     datatakes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     times_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    excluded: tuple[str, ...] = ()
+    """Tile ids left out: their planning footprint cannot hold one patch."""
     _cache: dict[tuple[int, int], BaseGeometry] = field(default_factory=dict)
     _bounds: dict[int, np.ndarray] = field(default_factory=dict)
 
@@ -92,11 +100,20 @@ class TileSet:
         check_config(config)
         ordered = tuple(sorted(tiles, key=lambda t: (_utc_seconds(t), t.tile_id)))
         seen: set[str] = set()
+        min_area = (config.patch_px * config.pixel_size_m) ** 2 * (1 - 1e-9)
+        usable, excluded = [], []
         for t in ordered:
             _check_tile(t, config)
             if t.tile_id in seen:
                 raise PlanningError(f"tile {t.tile_id} appears twice in the tile list")
             seen.add(t.tile_id)
+            if t.clear is None:
+                usable.append(t)
+            elif t.clear.area < min_area:
+                excluded.append(t.tile_id)
+            else:
+                usable.append(dataclasses.replace(t, footprint=t.clear, clear=None))
+        ordered = tuple(usable)
         frames_by_key: dict[tuple[str, float, float], int] = {}
         keys = []
         for t in ordered:
@@ -117,6 +134,7 @@ class TileSet:
             frame_of=np.array([frames_by_key[k] for k in keys], dtype=np.int64),
             datatakes=np.array([t.datatake for t in ordered], dtype=np.int64),
             times_s=np.array([_utc_seconds(t) for t in ordered], dtype=np.float64),
+            excluded=tuple(excluded),
         )
         out.lonlat_bounds = out._compute_lonlat_bounds()
         return out
@@ -246,3 +264,12 @@ def _check_tile(t: TileRecord, config: PlanConfig) -> None:
         raise PlanningError(
             f"tile {t.tile_id}: footprint is not a valid polygon ({shapely.is_valid_reason(fp)})"
         )
+    clear = t.clear
+    if clear is not None and not clear.is_empty:
+        if clear.geom_type not in ("Polygon", "MultiPolygon"):
+            raise PlanningError(f"tile {t.tile_id}: clear-sky footprint must be a polygon")
+        if not clear.is_valid:
+            raise PlanningError(
+                f"tile {t.tile_id}: clear-sky footprint is not a valid polygon "
+                f"({shapely.is_valid_reason(clear)})"
+            )

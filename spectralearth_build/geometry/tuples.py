@@ -81,6 +81,34 @@ def tuple_frame(tileset: TileSet, members: tuple[int, ...]) -> int:
     raise AssertionError("unreachable")
 
 
+def drop_slivers(geoms: np.ndarray, side: float) -> np.ndarray:
+    """The geometries without the parts that cannot hold a ``side x side`` patch.
+
+    A patch lies inside one polygon part, so parts smaller than a patch in area, width or
+    height are of no use; dropping them changes no placement but keeps the polygons of long
+    tuples (intersections of footprints with cloud holes fall apart into slivers) small.
+    Non-polygonal parts (lines, points of touching footprints) go too.
+    """
+    out = geoms.copy()
+    multi = np.flatnonzero(shapely.get_type_id(geoms) != 3)  # 3: Polygon
+    for k in multi.tolist():
+        parts = shapely.get_parts(geoms[k])
+        if len(parts) == 0:
+            continue
+        b = shapely.bounds(parts)
+        ok = (
+            (shapely.get_type_id(parts) == 3)
+            & (shapely.area(parts) >= side * side * (1 - 1e-9))
+            & (b[:, 2] - b[:, 0] >= side * (1 - 1e-9))
+            & (b[:, 3] - b[:, 1] >= side * (1 - 1e-9))
+        )
+        if ok.all() and shapely.get_type_id(geoms[k]) == 6:  # MultiPolygon already clean
+            continue
+        kept = parts[ok]
+        out[k] = kept[0] if len(kept) == 1 else shapely.multipolygons(kept)
+    return out
+
+
 def tuple_geometry(tileset: TileSet, members: tuple[int, ...], frame: int) -> BaseGeometry:
     """The intersection of the members' footprints in ``frame``."""
     return shapely.intersection_all([tileset.footprint(m, frame) for m in members])
@@ -148,6 +176,7 @@ def _grow(
     for k in np.flatnonzero(~same):
         geoms[k] = tuple_geometry(tileset, keys[k], frames[k])
     valid = np.array([g is not None for g in geoms], dtype=bool)
+    geoms[valid] = drop_slivers(geoms[valid], tileset.patch_side_m)
     areas = np.zeros(len(keys))
     areas[valid] = shapely.area(geoms[valid])
     keep = np.flatnonzero(areas >= threshold)
