@@ -111,7 +111,7 @@ KILL_POINTS = {
     "scan": ("spectralearth_build.catalog", "scan_source", 10, "before"),
     "plan": ("spectralearth_build.geometry", "plan_patches", 1, "after"),
     "extraction": ("spectralearth_build.extract.execute", "write_block", 5, "after"),
-    "finalize": ("spectralearth_build.build", "finalize", 1, "after"),
+    "finalize": ("spectralearth_build.extract.tables", "finalize", 1, "after"),
 }
 
 
