@@ -245,36 +245,43 @@ def test_info_text_and_json(built):
     assert len(text.output.splitlines()) <= 25
 
 
-def test_labels_and_tasks_are_shown_when_present(built, tmp_path):
+def test_labels_and_tasks_are_shown_when_present(built, archive, tmp_path):
     out = tmp_path / "labelled"
     shutil.copytree(built, out, ignore=shutil.ignore_patterns("report"))
-    meta_path = out / "data.zarr" / "zarr.json"
-    meta = json.loads(meta_path.read_text())
-    meta["attributes"]["labels"] = {"cdl": {"classes": {"1": "corn", "111": "water"}, "year": 2023}}
-    meta["attributes"]["tasks"] = {
-        "cdl": {"class_frequencies": {"train": {"corn": 30, "water": 5}, "test": {"corn": 9}}}
-    }
-    meta_path.write_text(json.dumps(meta))
+    cdl = f"cdl={archive.label('cdl')}"
+    res = CliRunner().invoke(
+        main, ["labels", "--dataset", str(out), "--labels", cdl, "--workers", "0"]
+    )
+    assert res.exit_code == 0, res.output
+    ds = open_dataset(out)
+    labelled = np.flatnonzero(np.asarray(ds.labels.has("cdl")))
+    assert len(labelled) > 0
     text = CliRunner().invoke(main, ["info", str(out)])
     assert text.exit_code == 0, text.output
-    assert (
-        "  cdl.year: 2023" in text.output
-        and "  cdl.class_frequencies.train.corn: 30" in text.output
-    )
+    assert f"  cdl.coverage.ok: {len(labelled)}" in text.output
     res = CliRunner().invoke(main, ["report", str(out)])
     assert res.exit_code == 0, res.output
     assert imread(out / "report" / "labels.png").shape[0] > 100
     html = (out / "report" / "index.html").read_text()
-    assert 'src="labels.png"' in html and "cdl.class_frequencies.train.water" in html
-    assert find_frequencies(meta["attributes"]["tasks"])[0][1]["test"] == {"corn": 9.0}
-    # a location with labels: mask panels with a legend of class names after the timestamps
-    ds = open_dataset(out)
-    item = ds[0] | {"labels": {"cdl": np.where(np.arange(32)[:, None] < 10, 111, 1)}}
+    assert 'src="labels.png"' in html and "cdl.splits.random.train" in html
+    tables = dict(find_frequencies(ds.attrs["tasks"]))
+    task = ds.attrs["tasks"]["cdl"]
+    assert tables["cdl.class_frequencies.all"]["all"] == dict(
+        zip(task["classes"], map(float, task["class_frequencies"]["all"]))
+    )
+    # a labelled location: mask panels with a legend of class names after the timestamps
+    item = ds[int(labelled[0])]
     rgb = location_rgb(item["image"], rgb_band_indices(ds.wavelengths))
     fig = location_figure(item, rgb, ds.attrs)
     assert len(fig.axes) == len(rgb) + 2 and fig.axes[-2].get_title() == "label: cdl"
     legend = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
-    assert legend == ["1 corn", "111 water"]
+    names = {1: "Corn", 5: "Soybeans", 111: "Open Water", 0: "Background"}
+    codes = np.unique(item["labels"]["cdl"]).tolist()
+    assert len(legend) == len(codes)
+    for code, entry in zip(codes, legend):
+        assert entry.startswith(f"{code} ")
+        if code in names:
+            assert entry == f"{code} {names[code]}"
 
 
 def test_map_regions_group_nearby_boxes():

@@ -41,6 +41,16 @@ def _rows(name: str) -> list[dict[str, str]]:
     return list(csv.DictReader(text.splitlines()))
 
 
+def code_names(preset: str) -> dict[int, str]:
+    """Raw code -> class name of a preset's raster (CORINE: grid codes and CLC codes both)."""
+    if preset == "corine":
+        rows = _rows("corine_classes.csv")
+        return {int(r[c]): r["name"] for r in rows for c in ("grid_code", "clc_code")}
+    if preset in ("cdl", "nlcd"):
+        return {int(r["code"]): r["name"] for r in _rows(f"{preset}_classes.csv")}
+    return {}
+
+
 @dataclass(frozen=True)
 class TaskTable:
     """A downstream task: its class names, kind and code -> class lookup table.

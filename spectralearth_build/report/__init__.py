@@ -8,10 +8,19 @@
 
 Everything here reads a finished dataset folder through
 :func:`~spectralearth_build.dataset.open_dataset` and the tables beside the store; nothing
-here writes into the store.  matplotlib is imported only when a figure is made.
+here writes into the store.  matplotlib is imported only when a figure is made; its font
+cache goes to the temp dir (unless ``MPLCONFIGDIR`` says otherwise), so a build writes nothing
+outside ``--out`` and the temp dir.
 """
 
 from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault(
+    "MPLCONFIGDIR", os.path.join(tempfile.gettempdir(), f"spectralearth-build-mpl-{os.getuid()}")
+)
 
 from .info import format_info, store_info
 from .page import REPORT_DIR, write_report

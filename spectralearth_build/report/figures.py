@@ -399,14 +399,28 @@ def find_frequencies(value: Any, path: str = "") -> list[tuple[str, dict[str, di
     """Class-frequency tables anywhere in the ``labels`` / ``tasks`` attributes.
 
     A table is the value of any key containing ``freq``: either ``{split: {class: number}}`` or
-    ``{class: number}`` (taken as one split, ``all``).  Returns ``(where, {split: {class: n}})``.
+    ``{class: number}`` (taken as one split, ``all``), or, beside a ``classes`` list (a task of
+    the labels, see docs/FORMAT.md), ``{scheme: {split: [number per class]}}`` with ``all`` as
+    a plain list.  Returns ``(where, {split: {class: n}})``.
     """
     found: list[tuple[str, dict[str, dict[str, float]]]] = []
     if not isinstance(value, dict):
         return found
+    names = value.get("classes")
     for k, v in value.items():
         where = f"{path}.{k}" if path else str(k)
-        if "freq" in str(k).lower() and isinstance(v, dict) and v:
+        if "freq" in str(k).lower() and isinstance(v, dict) and isinstance(names, list):
+            # a task's frequencies: lists in the order of its ``classes``, per scheme and split
+            for scheme, per in v.items():
+                splits = per if isinstance(per, dict) else {"all": per}
+                table = {
+                    str(s): {str(c): float(n) for c, n in zip(names, vals)}
+                    for s, vals in splits.items()
+                    if isinstance(vals, list) and len(vals) == len(names)
+                }
+                if table:
+                    found.append((f"{where}.{scheme}", table))
+        elif "freq" in str(k).lower() and isinstance(v, dict) and v:
             if all(isinstance(x, dict) for x in v.values()):
                 table = {str(s): {str(c): float(n) for c, n in d.items()} for s, d in v.items()}
             elif all(isinstance(x, int | float) for x in v.values()):

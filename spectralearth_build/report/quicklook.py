@@ -51,7 +51,8 @@ def class_names(attrs: dict[str, Any], name: str) -> dict[int, str]:
     """Code -> class name of label ``name`` from the store attributes, where they say it.
 
     Accepts ``attrs["labels"][name]["classes"]`` as ``{code: name}`` or a list of records with
-    ``code`` and ``name``; anything else gives no names (codes are shown instead).
+    ``code`` and ``name``, else the class table of the label's ``preset`` (``corine``, ``cdl``,
+    ``nlcd``); anything else gives no names (codes are shown instead).
     """
     spec = (attrs.get("labels") or {}).get(name)
     classes = spec.get("classes") if isinstance(spec, dict) else None
@@ -66,6 +67,10 @@ def class_names(attrs: dict[str, Any], name: str) -> dict[int, str]:
         for rec in classes:
             if isinstance(rec, dict) and "code" in rec:
                 out[int(rec["code"])] = str(rec.get("name", rec["code"]))
+    elif isinstance(spec, dict) and spec.get("preset"):  # paired with a preset's class table
+        from ..labels.presets import code_names
+
+        out = code_names(str(spec["preset"]))
     return out
 
 
