@@ -121,6 +121,15 @@ def plan_patches(
         map_fn: an order-preserving ``map`` (e.g. :func:`spectralearth_build.cluster.client_map`
             of a Dask client) that plans batches of groups in parallel; None plans here.  The
             plan is the same either way.
+
+    Returns:
+        A :class:`PlanResult`: ``patches`` (patch ids 0..N-1, more timestamps first; each with
+        its ``patch_px`` x ``patch_px`` pixel grid and per-view source windows in pixels),
+        a JSON-able ``summary`` (counts, stage seconds) and the overlap ``graph`` (edge
+        attribute ``area`` in m2).
+
+    Raises:
+        PlanningError: an invalid plan config or tile record (the message names the tile/key).
     """
     seconds: dict[str, float] = {}
     t_start = t0 = time.perf_counter()
