@@ -17,6 +17,7 @@ import click
 from ..build import BuildReport, build_dataset
 from ..errors import InputError
 from .common import (
+    cluster_options,
     config_option,
     echo_products,
     load_config,
@@ -68,18 +69,7 @@ def print_build_summary(report: BuildReport) -> None:
 @tiles_option
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Dataset folder.")
 @config_option
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Worker processes of a local Dask cluster (default: one per core; 0: no Dask, "
-    "run in this process).",
-)
-@click.option(
-    "--scheduler",
-    default=None,
-    help="Use an existing Dask cluster: scheduler address (tcp://host:port) or scheduler file.",
-)
+@cluster_options
 @click.option(
     "--resume",
     is_flag=True,
@@ -105,8 +95,6 @@ def build_command(
     quiet: bool,
 ) -> None:
     """Build a dataset from a folder of EnMAP L2A products: scan, plan, extract to OUT."""
-    if workers is not None and scheduler is not None:
-        raise InputError("--workers and --scheduler exclude each other")
     if not tiles.exists():
         raise InputError(f"--tiles {tiles}: no such file or folder")
     config = load_config(config_path)

@@ -62,3 +62,30 @@ def echo_products(summary: dict[str, Any], head: str, reason_prefix: str = "") -
     click.echo(f"{head}{counts}")
     for reason, n in summary["by_reason"].items():
         click.echo(f"  {n:6d}  {reason_prefix}{reason}")
+
+
+def cluster_options(fn: F) -> F:
+    """``--workers N`` / ``--scheduler ADDRESS`` (they exclude each other) for a Dask command.
+
+    The command receives ``workers`` (None: one per core; 0: no Dask) and ``scheduler``.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("workers") is not None and kwargs.get("scheduler") is not None:
+            raise click.ClickException("--workers and --scheduler exclude each other")
+        return fn(*args, **kwargs)
+
+    workers = click.option(
+        "--workers",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Worker processes of a local Dask cluster (default: one per core; 0: no Dask, "
+        "run in this process).",
+    )
+    scheduler = click.option(
+        "--scheduler",
+        default=None,
+        help="Use an existing Dask cluster: scheduler address (tcp://host:port) or scheduler file.",
+    )
+    return workers(scheduler(wrapper))  # type: ignore[return-value]

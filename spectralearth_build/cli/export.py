@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import USER_ERRORS, InputError
+from .common import cluster_options
 
 
 @click.command()
@@ -36,13 +37,7 @@ from ..errors import USER_ERRORS, InputError
     help="Split scheme written to splits/.",
 )
 @click.option("--task", "tasks", multiple=True, help="Task to export (repeatable; default: all).")
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Worker processes of a local Dask cluster (default: one per core; 0: no Dask).",
-)
-@click.option("--scheduler", default=None, help="Existing Dask cluster: address or scheduler file.")
+@cluster_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def export_command(
     out: Path,
@@ -60,8 +55,6 @@ def export_command(
     from .common import show_progress
 
     try:
-        if workers is not None and scheduler is not None:
-            raise InputError("--workers and --scheduler exclude each other")
         if dest.exists() and any(dest.iterdir()):
             raise InputError(f"--out {dest}: folder exists and is not empty")
         with dask_client(workers, scheduler) as client:

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from ..errors import InputError
+from .common import cluster_options
 
 labels_option = click.option(
     "--labels",
@@ -92,13 +93,7 @@ def print_label_summary(report: Any) -> None:
     help="Dataset folder written by build-dataset.",
 )
 @labels_option
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Worker processes of a local Dask cluster (default: one per core; 0: no Dask).",
-)
-@click.option("--scheduler", default=None, help="Existing Dask cluster: address or scheduler file.")
+@cluster_options
 @click.option("--replace", is_flag=True, help="Pair a NAME again that exists with other options.")
 @click.option(
     "--block-km",
@@ -132,8 +127,6 @@ def labels_command(
     from .common import show_progress
 
     try:
-        if workers is not None and scheduler is not None:
-            raise InputError("--workers and --scheduler exclude each other")
         specs = parse_labels(label_options)
         report = run_pairing(
             out,

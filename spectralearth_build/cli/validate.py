@@ -16,7 +16,7 @@ import click
 from ..cluster import client_map, dask_client
 from ..errors import InputError
 from ..validate import validate_dataset
-from .common import quiet_option, show_progress, user_errors
+from .common import cluster_options, quiet_option, show_progress, user_errors
 
 SHOWN = 20
 """Mismatches printed (all of them go to ``--json``)."""
@@ -38,13 +38,7 @@ SHOWN = 20
     help="Views re-read from the sources with --tiles (all if larger than the dataset).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the view sample.")
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Worker processes of a local Dask cluster (default: one per core; 0: no Dask).",
-)
-@click.option("--scheduler", default=None, help="Existing Dask cluster: address or file.")
+@cluster_options
 @click.option(
     "--json",
     "json_path",
@@ -65,8 +59,6 @@ def validate_command(
     quiet: bool,
 ) -> None:
     """Check the dataset in OUT: completeness, consistency, statistics and (with --tiles) pixels."""
-    if workers is not None and scheduler is not None:
-        raise InputError("--workers and --scheduler exclude each other")
     if tiles is not None and not tiles.exists():
         raise InputError(f"--tiles {tiles}: no such file or folder")
     with dask_client(workers, scheduler) as client:
