@@ -225,3 +225,12 @@ def test_unknown_compressor_is_a_config_error():
         BuildConfig().replace(extract={"compressor": "lz77"}).validate()
     with pytest.raises(ConfigError, match="resampling"):
         BuildConfig().replace(extract={"resampling": "magic"}).validate()
+
+
+def test_resuming_a_build_of_another_format_version_is_a_clear_error(tmp_path):
+    out = tmp_path / "out"
+    manifest = st.build_manifest(BuildConfig(), tmp_path)
+    st.check_or_write_manifest(out, {**manifest, "format_version": 1}, resume=False)
+    with pytest.raises(InputError, match="format version"):
+        st.check_or_write_manifest(out, manifest, resume=True)
+    assert st.check_or_write_manifest(out, {**manifest, "format_version": 1}, resume=True)

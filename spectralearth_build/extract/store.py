@@ -211,6 +211,7 @@ def check_or_write_manifest(out: Path, manifest: dict[str, Any], resume: bool) -
     if path.exists():
         old = json.loads(path.read_text())
         for key, what in (
+            ("format_version", "store format version"),
             ("config", "config"),
             ("inputs", "input products"),
             ("plan_sha256", "plan"),
