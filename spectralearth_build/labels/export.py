@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..formats import NODATA
 from .loader import SPLIT_NAMES, table_path
 from .presets import LUT_SIZE, corine_clc_of_grid
 
@@ -122,7 +123,7 @@ def export_unit(unit: ExportUnit) -> dict[str, Any]:
                 item["image"][t],
                 item["crs"],
                 transform,
-                nodata=-32768,
+                nodata=NODATA,
                 tags={
                     "PRODUCT": item["products"][t],
                     "TIME": str(item["times"][t]),

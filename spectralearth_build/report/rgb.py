@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..formats import NODATA
+
 RGB_NM = (640.0, 550.0, 460.0)
 """Target centre wavelengths (nm) of the red, green and blue channels."""
 STRETCH_PERCENTILES = (2.0, 98.0)
-NODATA = -32768
 
 
 def rgb_band_indices(wavelengths: np.ndarray, targets: tuple[float, ...] = RGB_NM) -> list[int]:
