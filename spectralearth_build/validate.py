@@ -39,11 +39,11 @@ import numpy as np
 
 from . import formats as fmt
 from .errors import InputError
+from .formats import NODATA
 
 EXIT_VALID = 0
 EXIT_MISMATCH = 4
 """Exit status of ``validate`` when the dataset fails a check."""
-NODATA = fmt.NODATA
 STATS_RTOL = 1e-9
 MapFn = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]
 

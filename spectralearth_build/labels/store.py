@@ -31,13 +31,12 @@ import numpy as np
 from .. import formats as fmt
 from ..errors import IncompleteDatasetError, InputError
 from ..grid import PixelGrid
-from .loader import LABELS_DIR, STORE_NAME, mask_array_path, table_path
+from .loader import mask_array_path, table_path
 from .source import LabelSource, resolve_source
 from .spec import LabelSpec
 
 UNITS_DIR = "units"
 DEFAULT_SHARD_LOCATIONS = 256
-COMPLETE = fmt.COMPLETE
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class LabelUnit:
     def marker(self) -> Path:
         return (
             Path(self.out)
-            / LABELS_DIR
+            / fmt.LABELS_DIR
             / UNITS_DIR
             / self.name
             / f"unit-{self.index:06d}-{self.key}.json"
@@ -173,8 +172,8 @@ def _create_mask_array(out: Path, name: str, n: int, p: int, source: LabelSource
     import zarr
     from zarr.codecs import BloscCodec
 
-    group = zarr.open_group(store=str(out / STORE_NAME), mode="r+")
-    labels = group.require_group(LABELS_DIR)
+    group = zarr.open_group(store=str(out / fmt.STORE_NAME), mode="r+")
+    labels = group.require_group(fmt.LABELS_DIR)
     fill = source.fill_value
     return labels.create_array(
         name,
@@ -270,7 +269,7 @@ def pair_labels(
     if specs and not len(locs):
         raise InputError(f"{out}: the dataset has no locations to label")
     p = int(locs["height"].max()) if len(locs) else 0
-    group = zarr.open_group(store=str(out / STORE_NAME), mode="r+")
+    group = zarr.open_group(store=str(out / fmt.STORE_NAME), mode="r+")
     all_meta: dict[str, Any] = dict(group.attrs.get("labels") or {})  # type: ignore[arg-type]
     mapper = client_map(client) or map
     for spec in specs:
@@ -280,7 +279,7 @@ def pair_labels(
         k = shard_locations or (old or {}).get("shard_locations") or DEFAULT_SHARD_LOCATIONS
         meta = _label_meta(spec, source, int(k))
         same = old is not None and {k: old.get(k) for k in meta} == meta
-        units_dir = out / LABELS_DIR / UNITS_DIR / spec.name
+        units_dir = out / fmt.LABELS_DIR / UNITS_DIR / spec.name
         if old is not None and not same:
             if not replace:
                 raise InputError(
@@ -288,7 +287,7 @@ def pair_labels(
                     "options; use --replace to pair it again, or another NAME"
                 )
             shutil.rmtree(units_dir, ignore_errors=True)
-        done_marker = units_dir / COMPLETE
+        done_marker = units_dir / fmt.COMPLETE
         if same and done_marker.exists() and table_path(out, spec.name).exists():
             say(f"label {spec.name}: already paired")
             report.labels[spec.name] = old  # type: ignore[assignment]

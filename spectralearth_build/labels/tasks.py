@@ -22,12 +22,9 @@ import numpy as np
 
 from .. import formats as fmt
 from .loader import (
-    LABELS_DIR,
     SCHEMES,
     SPLIT_NAMES,
-    SPLITS_GROUP,
     STATUS_OK,
-    STORE_NAME,
     table_path,
 )
 from .presets import LUT_SIZE, task_table
@@ -125,8 +122,8 @@ def location_products(out: Path) -> list[list[str]]:
 def _write_split(out: Path, task: str, scheme: str, codes: np.ndarray) -> None:
     import zarr
 
-    group = zarr.open_group(store=str(out / STORE_NAME), mode="r+")
-    g = group.require_group(SPLITS_GROUP).require_group(task)
+    group = zarr.open_group(store=str(out / fmt.STORE_NAME), mode="r+")
+    g = group.require_group(fmt.SPLITS_GROUP).require_group(task)
     arr = g.create_array(
         scheme,
         shape=codes.shape,
@@ -147,7 +144,7 @@ def update_tasks(out: str | Path, config: SplitConfig | None = None) -> dict[str
 
     out = Path(out)
     config = config or SplitConfig()
-    group = zarr.open_group(store=str(out / STORE_NAME), mode="r+")
+    group = zarr.open_group(store=str(out / fmt.STORE_NAME), mode="r+")
     labels: dict[str, Any] = dict(group.attrs.get("labels") or {})  # type: ignore[arg-type]
     tasks: dict[str, Any] = {}
     if not labels:
@@ -200,4 +197,4 @@ def update_tasks(out: str | Path, config: SplitConfig | None = None) -> dict[str
     return tasks
 
 
-__all__ = ["LABELS_DIR", "update_tasks"]
+__all__ = ["update_tasks"]

@@ -17,9 +17,6 @@ from typing import Any
 
 from .. import formats as fmt
 
-REPORT_FILE = fmt.REPORT
-MANIFEST_FILE = fmt.MANIFEST
-
 
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON file as a dict, or ``{}`` when it does not exist."""
@@ -87,7 +84,7 @@ def store_info(out: str | Path, ds: Any = None) -> dict[str, Any]:
     n_views = ds.index["n_views"].value_counts().sort_index()
     times = ds.views["time"]
     wl = ds.wavelengths
-    manifest = read_json(path / MANIFEST_FILE)
+    manifest = read_json(path / fmt.MANIFEST)
     shard_shape = meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape")
     inner = [c for c in meta.get("codecs", []) if c.get("name") == "sharding_indexed"]
     chunk_shape = inner[0]["configuration"]["chunk_shape"] if inner else shard_shape
@@ -117,7 +114,7 @@ def store_info(out: str | Path, ds: Any = None) -> dict[str, Any]:
             "inputs": manifest.get("inputs"),
         },
         "config": attrs.get("config", {}),
-        "report": read_json(path / REPORT_FILE),
+        "report": read_json(path / fmt.REPORT),
     }
 
 
