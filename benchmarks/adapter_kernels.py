@@ -11,6 +11,7 @@ banded-GEMM ``fast`` path. The fixed configurations in ``adapter_triton.py`` com
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import platform
@@ -36,10 +37,26 @@ def _time(fn, reps: int = 5) -> float:
     return a.elapsed_time(b) / reps
 
 
+def _best(results: list[dict], name: str) -> dict:
+    """The fastest swept configuration, set on ``adapter_triton`` (or the current one)."""
+    ok = [r for r in results if "ms" in r]
+    cur = getattr(kt, name)
+    if not ok:
+        return {**dataclasses.asdict(cur), "swept": False}
+    best = min(ok, key=lambda r: r["ms"])
+    setattr(
+        kt,
+        name,
+        kt.LaunchConfig(best["block_m"], best["num_warps"], best["programs_per_sm"]),
+    )
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--px", type=int, default=128)
+    ap.add_argument("--sweep", default="fwd,bwd,rows", help="which kernels to sweep")
     ap.add_argument("--out", default="benchmarks/results/adapter_kernels_h200.json")
     args = ap.parse_args()
     dev = "cuda"
@@ -61,7 +78,8 @@ def main() -> None:
         "bwd": [],
     }
     t_start = time.perf_counter()
-    for bm, nw in itertools.product((64, 128), (4, 8)):
+    sweep = args.sweep.split(",")
+    for bm, nw in itertools.product((64, 128), (4, 8)) if "fwd" in sweep else ():
         kt.FWD = kt.LaunchConfig(block_m=bm, num_warps=nw)
         try:
             ms = _time(lambda: kt.FusedLayers12.apply(x, *params, geo))
@@ -69,11 +87,15 @@ def main() -> None:
         except Exception as exc:  # noqa: BLE001
             res["fwd"].append({"block_m": bm, "num_warps": nw, "error": str(exc)[:200]})
         print(res["fwd"][-1], flush=True)
-    best_f = min((r for r in res["fwd"] if "ms" in r), key=lambda r: r["ms"])
-    kt.FWD = kt.LaunchConfig(block_m=best_f["block_m"], num_warps=best_f["num_warps"])
+    if res["fwd"]:
+        best_f = min((r for r in res["fwd"] if "ms" in r), key=lambda r: r["ms"])
+        kt.FWD = kt.LaunchConfig(block_m=best_f["block_m"], num_warps=best_f["num_warps"])
+    else:
+        best_f = {"block_m": kt.FWD.block_m, "num_warps": kt.FWD.num_warps, "swept": False}
     y = kt.FusedLayers12.apply(x, *params, geo)
     g = torch.randn_like(y)
-    for bm, nw, pps in itertools.product((32, 64), (4, 8), (2, 4, 8, 16)):
+    bwd_grid = itertools.product((32, 64), (4, 8), (2, 4, 8, 16)) if "bwd" in sweep else ()
+    for bm, nw, pps in bwd_grid:
         kt.BWD = kt.LaunchConfig(block_m=bm, num_warps=nw, programs_per_sm=pps)
         r = {"block_m": bm, "num_warps": nw, "programs_per_sm": pps}
         try:
@@ -82,13 +104,31 @@ def main() -> None:
             r["error"] = str(exc)[:200]
         res["bwd"].append(r)
         print(r, flush=True)
-    best_b = min((r for r in res["bwd"] if "ms" in r), key=lambda r: r["ms"])
-    kt.BWD = kt.LaunchConfig(
-        block_m=best_b["block_m"],
-        num_warps=best_b["num_warps"],
-        programs_per_sm=best_b["programs_per_sm"],
-    )
-    res["best"] = {"fwd": best_f, "bwd": best_b}
+    best_b = _best(res["bwd"], "BWD")
+    res["rows"] = []
+    h = torch.randn(args.batch * args.px * args.px * 8, 64, device=dev, dtype=torch.bfloat16)
+    gw = torch.rand(64, device=dev, requires_grad=True)
+    gb = torch.randn(64, device=dev, requires_grad=True)
+    gy = torch.randn_like(h)
+    rows_grid = itertools.product((32, 64, 128), (4, 8), (2, 4, 8)) if "rows" in sweep else ()
+    for bm, nw, pps in rows_grid:
+        kt.ROWS = kt.LaunchConfig(block_m=bm, num_warps=nw, programs_per_sm=pps)
+        r = {"block_m": bm, "num_warps": nw, "programs_per_sm": pps}
+
+        def bn_step() -> None:
+            mean, var = kt.row_moments(h)
+            out = kt.BatchNormReLURows.apply(h, gw, gb, mean, var, 1e-5, True)
+            torch.autograd.grad(out, (gw, gb), gy)
+
+        try:
+            r["ms"] = round(_time(bn_step), 3)
+        except Exception as exc:  # noqa: BLE001
+            r["error"] = str(exc)[:200]
+        res["rows"].append(r)
+        print(r, flush=True)
+    best_r = _best(res["rows"], "ROWS")
+    torch.cuda.empty_cache()
+    res["best"] = {"fwd": best_f, "bwd": best_b, "rows": best_r}
     xf = x.float()
     whole = {}
     for impl in ("reference", "fast", "triton"):

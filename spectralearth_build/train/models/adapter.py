@@ -222,7 +222,9 @@ class SpectralAdapter(nn.Sequential):
             ]
         return self._index_cache[key]
 
-    def _conv_bn_relu(self, i: int, h_in: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def _conv_bn_relu(
+        self, i: int, h_in: torch.Tensor, index: torch.Tensor, fused: bool = False
+    ) -> torch.Tensor:
         """Layer ``i`` on (N, in features) rows: GEMM + BatchNorm + ReLU -> (N, out features)."""
         conv, bn = self[3 * i], self[3 * i + 1]
         assert isinstance(conv, nn.Conv3d) and isinstance(bn, nn.modules.batchnorm._BatchNorm)
@@ -230,12 +232,20 @@ class SpectralAdapter(nn.Sequential):
         n_pos = index.shape[1] // conv.out_channels
         bias = conv.bias.repeat(n_pos) if conv.bias is not None else None
         h = F.linear(h_in, w.t(), bias) if bias is not None else h_in @ w
-        return self._bn_relu(bn, h, n_pos)
+        return self._bn_relu(bn, h, n_pos, fused)
 
-    def _bn_relu(self, bn: nn.Module, h: torch.Tensor, n_pos: int) -> torch.Tensor:
-        """BatchNorm + ReLU of (N, n_pos * C) rows, statistics over rows and positions."""
+    def _bn_relu(
+        self, bn: nn.Module, h: torch.Tensor, n_pos: int, fused: bool = False
+    ) -> torch.Tensor:
+        """BatchNorm + ReLU of (N, n_pos * C) rows, statistics over rows and positions.
+
+        ``fused``: the Triton row kernels (``adapter_triton.BatchNormReLURows``).
+        """
         assert isinstance(bn, nn.modules.batchnorm._BatchNorm)
         rows, c = h.shape[0], bn.num_features
+        if fused and type(bn) is nn.BatchNorm3d:
+            y = _bn_relu_rows_fused(bn, h.reshape(rows * n_pos, c).contiguous())
+            return y.reshape(rows, n_pos * c)
         if type(bn) is nn.BatchNorm3d:
             y = _bn_relu_rows(bn, h.reshape(rows * n_pos, c), update=not self._recomputing)
             return y.reshape(rows, n_pos * c)
@@ -378,13 +388,17 @@ class SpectralAdapter(nn.Sequential):
         return self._last_layers(h2, idx[2], (b, hh, ww))
 
     def _last_layers(
-        self, h2: torch.Tensor, index: torch.Tensor, bhw: tuple[int, int, int]
+        self,
+        h2: torch.Tensor,
+        index: torch.Tensor,
+        bhw: tuple[int, int, int],
+        fused: bool = False,
     ) -> torch.Tensor:
         """BatchNorm-2 + ReLU, layer 3 and the average over positions, from (N, P2*64) rows."""
         bn = self[4]
         assert isinstance(bn, nn.modules.batchnorm._BatchNorm)
-        a2 = self._bn_relu(bn, h2, h2.shape[1] // bn.num_features)
-        a3 = self._conv_bn_relu(2, a2, index)  # (N, last positions * 128)
+        a2 = self._bn_relu(bn, h2, h2.shape[1] // bn.num_features, fused)
+        a3 = self._conv_bn_relu(2, a2, index, fused)  # (N, last positions * 128)
         b, hh, ww = bhw
         out = a3.reshape(b * hh * ww, -1, OUT_CHANNELS).mean(dim=1)  # adaptive avg pool
         return out.reshape(b, hh, ww, OUT_CHANNELS).permute(0, 3, 1, 2)
@@ -418,7 +432,7 @@ class SpectralAdapter(nn.Sequential):
         lens = adapter_positions(bands)
         geometry = kt.BlockGeometry(bands=bands, pos1=lens[1], pos2=lens[2])
         h2 = kt.fused_layers12(x, *blocks, conv2.bias, geometry)
-        return self._last_layers(h2, idx[2], (b, hh, ww))
+        return self._last_layers(h2, idx[2], (b, hh, ww), fused=True)
 
 
 def _two_gemms(
@@ -497,6 +511,25 @@ def _bn_relu_rows(
     if bn.bias is not None:
         shift = shift + bn.bias
     return F.relu(torch.addcmul(shift.to(h.dtype), h, scale.to(h.dtype)))
+
+
+def _bn_relu_rows_fused(bn: nn.modules.batchnorm._BatchNorm, h: torch.Tensor) -> torch.Tensor:
+    """``_bn_relu_rows`` through the Triton row kernels.
+
+    One reduction and one elementwise pass each way, float32 arithmetic; the running-stat
+    update stays in eager code.
+    """
+    from . import adapter_triton as kt
+
+    batch = bn.training or bn.running_mean is None
+    if batch:
+        mean, var = kt.row_moments(h)
+        if bn.training and bn.track_running_stats and bn.running_mean is not None:
+            _update_running_stats(bn, mean, var, h.shape[0])
+    else:
+        assert bn.running_mean is not None and bn.running_var is not None
+        mean, var = bn.running_mean.float(), bn.running_var.float()
+    return kt.bn_relu_rows(h, bn.weight, bn.bias, mean, var, bn.eps, batch)
 
 
 def _update_running_stats(

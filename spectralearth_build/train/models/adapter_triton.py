@@ -386,3 +386,192 @@ def fused_layers12(
     """``FusedLayers12.apply``, left out of ``torch.compile`` graphs (the kernels are tuned)."""
     out: torch.Tensor = FusedLayers12.apply(x, w1blk, b1blk, w2blk, b2, geometry)
     return out
+
+
+# -- BatchNorm + ReLU over pixel rows -----------------------------------------------------------
+# After layer 2 the adapter normalises (N*8, 64) and after layer 3 (N*2, 128) rows: 2**31 and
+# 2**30 values at batch 256. As separate PyTorch ops (sums, scale-and-shift, ReLU and their
+# autograd) that is a dozen passes, several in float32; here it is one reduction pass and one
+# elementwise pass forward, the same backward (the ReLU mask is recomputed from the input,
+# the arithmetic is float32 throughout).
+
+#: rows per tile and programs per SM of the row kernels (fixed, see ``LaunchConfig``)
+ROWS = LaunchConfig(block_m=128, num_warps=4, programs_per_sm=8)
+
+
+@triton.jit
+def _row_stats_kernel(h_ptr, part_ptr, M, C: tl.constexpr, BLOCK_R: tl.constexpr):
+    """Partial per-channel sums and sums of squares of (M, C) rows, one pair per program."""
+    g = tl.program_id(0)
+    cols = tl.arange(0, C)
+    acc_s = tl.zeros((C,), dtype=tl.float32)
+    acc_q = tl.zeros((C,), dtype=tl.float32)
+    for t in range(g, tl.cdiv(M, BLOCK_R), tl.num_programs(0)):
+        rows = (t * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)
+        v = tl.load(h_ptr + rows[:, None] * C + cols[None, :], mask=(rows < M)[:, None], other=0.0)
+        v = v.to(tl.float32)
+        acc_s += tl.sum(v, axis=0)
+        acc_q += tl.sum(v * v, axis=0)
+    tl.store(part_ptr + g * 2 * C + cols, acc_s)
+    tl.store(part_ptr + g * 2 * C + C + cols, acc_q)
+
+
+@triton.jit
+def _bn_relu_kernel(h_ptr, y_ptr, k_ptr, s_ptr, M, C: tl.constexpr, BLOCK_R: tl.constexpr):
+    """Rows y = relu(h * k + s), per-channel k and s, (M, C) rows."""
+    rows = (tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)
+    cols = tl.arange(0, C)
+    off = rows[:, None] * C + cols[None, :]
+    ok = (rows < M)[:, None]
+    v = tl.load(h_ptr + off, mask=ok, other=0.0).to(tl.float32)
+    y = tl.maximum(v * tl.load(k_ptr + cols)[None, :] + tl.load(s_ptr + cols)[None, :], 0.0)
+    tl.store(y_ptr + off, y.to(y_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _bn_relu_bwd_reduce_kernel(
+    dy_ptr, h_ptr, k_ptr, s_ptr, mean_ptr, part_ptr, M, C: tl.constexpr, BLOCK_R: tl.constexpr
+):
+    """Partial sums of dz and dz * (h - mean), dz = dy where relu's input > 0."""
+    g = tl.program_id(0)
+    cols = tl.arange(0, C)
+    k = tl.load(k_ptr + cols)[None, :]
+    s = tl.load(s_ptr + cols)[None, :]
+    mean = tl.load(mean_ptr + cols)[None, :]
+    acc1 = tl.zeros((C,), dtype=tl.float32)
+    acc2 = tl.zeros((C,), dtype=tl.float32)
+    for t in range(g, tl.cdiv(M, BLOCK_R), tl.num_programs(0)):
+        rows = (t * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)
+        off = rows[:, None] * C + cols[None, :]
+        ok = (rows < M)[:, None]
+        v = tl.load(h_ptr + off, mask=ok, other=0.0).to(tl.float32)
+        dy = tl.load(dy_ptr + off, mask=ok, other=0.0).to(tl.float32)
+        dz = tl.where(v * k + s > 0, dy, 0.0)
+        acc1 += tl.sum(dz, axis=0)
+        acc2 += tl.sum(dz * (v - mean), axis=0)
+    tl.store(part_ptr + g * 2 * C + cols, acc1)
+    tl.store(part_ptr + g * 2 * C + C + cols, acc2)
+
+
+@triton.jit
+def _bn_relu_bwd_kernel(
+    dy_ptr, h_ptr, dh_ptr, k_ptr, s_ptr, mean_ptr, b_ptr, c_ptr, M,
+    C: tl.constexpr, BLOCK_R: tl.constexpr,
+):  # fmt: skip
+    """Input gradient k * dz + b * (h - mean) + c per channel, dz = dy where relu's input > 0."""
+    rows = (tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)).to(tl.int64)
+    cols = tl.arange(0, C)
+    off = rows[:, None] * C + cols[None, :]
+    ok = (rows < M)[:, None]
+    k = tl.load(k_ptr + cols)[None, :]
+    v = tl.load(h_ptr + off, mask=ok, other=0.0).to(tl.float32)
+    dy = tl.load(dy_ptr + off, mask=ok, other=0.0).to(tl.float32)
+    dz = tl.where(v * k + tl.load(s_ptr + cols)[None, :] > 0, dy, 0.0)
+    xc = v - tl.load(mean_ptr + cols)[None, :]
+    dh = k * dz + tl.load(b_ptr + cols)[None, :] * xc + tl.load(c_ptr + cols)[None, :]
+    tl.store(dh_ptr + off, dh.to(dh_ptr.dtype.element_ty), mask=ok)
+
+
+def _row_programs(h: torch.Tensor, cfg: LaunchConfig) -> int:
+    if h.is_cuda:
+        return (
+            cfg.programs_per_sm * torch.cuda.get_device_properties(h.device).multi_processor_count
+        )
+    return cfg.programs_per_sm
+
+
+def _row_cfg() -> LaunchConfig:
+    return INTERPRET if os.environ.get("TRITON_INTERPRET") == "1" else ROWS
+
+
+def row_moments(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (biased) variance of contiguous (M, C) rows, float32."""
+    m, c = h.shape
+    cfg = _row_cfg()
+    g = _row_programs(h, cfg)
+    part = torch.empty((g, 2, c), device=h.device, dtype=torch.float32)
+    _row_stats_kernel[(g,)](h, part, m, C=c, BLOCK_R=cfg.block_m, num_warps=cfg.num_warps)
+    tot = part.sum(0)
+    mean = tot[0] / m
+    return mean, (tot[1] / m - mean.square()).clamp_min(0)
+
+
+class BatchNormReLURows(torch.autograd.Function):
+    """relu(BatchNorm(h)) of contiguous (M, C) rows with the given statistics.
+
+    ``forward(h, weight, bias, mean, var, eps, batch_stats)``: ``mean``/``var`` (C,) float32
+    are the batch statistics of ``h`` (``row_moments``) when ``batch_stats``, else the running
+    ones (no gradient flows into them); ``weight``/``bias`` (C,) or None. The gradient is
+    BatchNorm's: through the batch mean and variance when ``batch_stats``.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        h: torch.Tensor,
+        weight: torch.Tensor | None,
+        bias: torch.Tensor | None,
+        mean: torch.Tensor,
+        var: torch.Tensor,
+        eps: float,
+        batch_stats: bool,
+    ) -> torch.Tensor:
+        m, c = h.shape
+        rstd = torch.rsqrt(var.float() + eps)
+        k = rstd * weight.float() if weight is not None else rstd
+        s = -mean.float() * k
+        if bias is not None:
+            s = s + bias.float()
+        y = torch.empty_like(h)
+        cfg = _row_cfg()
+        grid = (triton.cdiv(m, cfg.block_m),)
+        _bn_relu_kernel[grid](h, y, k, s, m, C=c, BLOCK_R=cfg.block_m, num_warps=cfg.num_warps)
+        ctx.save_for_backward(h, k.contiguous(), s.contiguous(), mean.float(), rstd)
+        ctx.batch_stats = batch_stats  # type: ignore[attr-defined]
+        ctx.has = (weight is not None, bias is not None)  # type: ignore[attr-defined]
+        ctx.dtypes = (  # type: ignore[attr-defined]
+            weight.dtype if weight is not None else None,
+            bias.dtype if bias is not None else None,
+        )
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):  # type: ignore[override]
+        h, k, s, mean, rstd = ctx.saved_tensors
+        m, c = h.shape
+        dy = dy.contiguous()
+        cfg = _row_cfg()
+        g = _row_programs(h, cfg)
+        part = torch.empty((g, 2, c), device=h.device, dtype=torch.float32)
+        meta = {"C": c, "BLOCK_R": cfg.block_m, "num_warps": cfg.num_warps}
+        _bn_relu_bwd_reduce_kernel[(g,)](dy, h, k, s, mean, part, m, **meta)
+        s1, s2 = part.sum(0)  # sum dz, sum dz * (h - mean)
+        if ctx.batch_stats:
+            b = -k * rstd.square() * s2 / m
+            cc = -k * s1 / m
+        else:
+            b = torch.zeros_like(k)
+            cc = torch.zeros_like(k)
+        dh = torch.empty_like(h)
+        grid = (triton.cdiv(m, cfg.block_m),)
+        _bn_relu_bwd_kernel[grid](dy, h, dh, k, s, mean, b.contiguous(), cc.contiguous(), m, **meta)
+        has_w, has_b = ctx.has
+        dw_t, db_t = ctx.dtypes
+        dw = (rstd * s2).to(dw_t) if has_w else None
+        db = s1.to(db_t) if has_b else None
+        return dh, dw, db, None, None, None, None
+
+
+@torch.compiler.disable
+def bn_relu_rows(
+    h: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    eps: float,
+    batch_stats: bool,
+) -> torch.Tensor:
+    """``BatchNormReLURows.apply``, left out of ``torch.compile`` graphs."""
+    out: torch.Tensor = BatchNormReLURows.apply(h, weight, bias, mean, var, eps, batch_stats)
+    return out
