@@ -572,8 +572,15 @@ def equality_check(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cycle(loader: Any) -> Any:
+    """Batches of ``loader`` over and over; fails on a loader with no batch (a store smaller
+    than one batch with ``drop_last``), which would otherwise spin forever."""
     while True:
-        yield from loader
+        n = 0
+        for batch in loader:
+            n += 1
+            yield batch
+        if n == 0:
+            raise ValueError("the loader yields no batch: the store has fewer samples than a batch")
 
 
 def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
