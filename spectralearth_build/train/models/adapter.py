@@ -341,7 +341,9 @@ class SpectralAdapter(nn.Sequential):
         mu, cov = _row_moments(rows)
         scale, shift = self._first_layer_bn(mu, cov, index, rows.shape[0])
         w, b = self._banded(0, index)
-        n_pos = w.shape[1] // self[0].out_channels
+        conv = self[0]
+        assert isinstance(conv, nn.Conv3d)
+        n_pos = w.shape[1] // conv.out_channels
         scale_f, shift_f = scale.repeat(n_pos), shift.repeat(n_pos)
         return w * scale_f.to(w.dtype), b * scale_f + shift_f
 
