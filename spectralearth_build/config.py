@@ -35,7 +35,9 @@ class ScanConfig:
     footprint_simplify_px: float = 1.5
     """Douglas-Peucker tolerance for the valid-data footprint, in pixels."""
     verify_pixels: bool = True
-    """Open the spectral image and read its last block to detect truncated files."""
+    """Open the spectral image and read its last block to detect truncated files, and a
+    decimated sample of three bands to reject an image with no data where the classes layer
+    marks data."""
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for settings the scan cannot carry out."""
