@@ -8,6 +8,7 @@ pulling in rasterio; the modules that raise them (:mod:`.config`, :mod:`.enmap.m
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,8 +59,9 @@ def output_errors(out: str | Path) -> Iterator[None]:
         if exc.errno not in NO_SPACE_ERRNOS:
             raise
         where = exc.filename or out
+        # the system's words for the errno: pyarrow's strerror wraps them in its own text
         raise OutputWriteError(
-            f"cannot write {where}: {exc.strerror or 'no space'} (file system full or a file "
+            f"cannot write {where}: {os.strerror(exc.errno)} (file system full or a file "
             "size limit reached); free space and rerun with --resume"
         ) from exc
 
