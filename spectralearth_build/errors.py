@@ -48,10 +48,11 @@ NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 
 @contextmanager
-def output_errors(out: str | Path) -> Iterator[None]:
+def output_errors(out: str | Path, rerun: str = "rerun with --resume") -> Iterator[None]:
     """Turn "no space" OS errors while writing under ``out`` into :class:`OutputWriteError`.
 
-    The message names the file when the error carries it (else ``out``) and says how to go on.
+    The message names the file when the error carries it (else ``out``) and says how to go on
+    (``free space and <rerun>``).
     """
     try:
         yield
@@ -62,7 +63,7 @@ def output_errors(out: str | Path) -> Iterator[None]:
         # the system's words for the errno: pyarrow's strerror wraps them in its own text
         raise OutputWriteError(
             f"cannot write {where}: {os.strerror(exc.errno)} (file system full or a file "
-            "size limit reached); free space and rerun with --resume"
+            f"size limit reached); free space and {rerun}"
         ) from exc
 
 

@@ -47,9 +47,10 @@ def run_pairing(
 ) -> Any:
     """Pair ``specs`` with dataset ``out`` on a Dask client (see :mod:`..cluster`)."""
     from ..cluster import dask_client
+    from ..errors import output_errors
     from ..labels.store import pair_labels
 
-    with dask_client(workers, scheduler) as client:
+    with output_errors(out, "rerun the same command"), dask_client(workers, scheduler) as client:
         return pair_labels(
             out,
             specs,
