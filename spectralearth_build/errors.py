@@ -67,6 +67,15 @@ def output_errors(out: str | Path, rerun: str = "rerun with --resume") -> Iterat
         ) from exc
 
 
+def error_line(exc: BaseException) -> str:
+    """One line of an I/O error's text: GDAL's own message when rasterio wrapped it."""
+    cause = exc.__cause__ or exc.__context__
+    text = str(exc)
+    if cause is not None and "previous exception" in text:
+        text = str(cause)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
     MetadataError,

@@ -18,7 +18,7 @@ from rasterio.windows import Window as RioWindow
 from shapely.geometry import MultiPolygon, Polygon
 
 from ..bands import BandSelection
-from ..errors import ProductError
+from ..errors import ProductError, error_line
 from ..formats import NODATA
 from ..grid import PixelGrid, Window
 from .discovery import IMAGE, METADATA, FileTooLargeError, ProductSource
@@ -187,7 +187,7 @@ class EnmapProduct:
                 )
         except (RasterioError, OSError) as exc:
             raise ProductError(
-                self.source.location, "truncated or corrupt image", str(exc).splitlines()[0]
+                self.source.location, "truncated or corrupt image", error_line(exc)
             ) from exc
         if not (image[:, marked] != NODATA).any():
             raise ProductError(

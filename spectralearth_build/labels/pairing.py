@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..crs import transformer
-from ..errors import InputError
+from ..errors import InputError, error_line
 from ..grid import PixelGrid
 from .source import LabelSource
 
@@ -191,7 +191,7 @@ class WindowReader:
             except (RasterioError, OSError) as exc:  # corrupt inside: name the file, one line
                 raise InputError(
                     f"{f.path}: label raster unreadable at rows {ir0 - fr}..{ir1 - fr}, columns "
-                    f"{ic0 - fc}..{ic1 - fc} ({str(exc).splitlines()[0]})"
+                    f"{ic0 - fc}..{ic1 - fc} ({error_line(exc)})"
                 ) from None
             out[ir0 - r0 : ir1 - r0, ic0 - c0 : ic1 - c0] = data
             self.bytes_requested += data.size * item

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, error_line
 from .presets import PRESETS
 from .spec import LabelSpec
 
@@ -159,9 +159,7 @@ def _read_last_block(f: Any, path: Path) -> None:
     try:
         f.read(1, window=Window(c0, r0, f.width - c0, f.height - r0))
     except (RasterioError, OSError) as exc:
-        raise InputError(
-            f"{path}: truncated or corrupt label raster ({str(exc).splitlines()[0]})"
-        ) from None
+        raise InputError(f"{path}: truncated or corrupt label raster ({error_line(exc)})") from None
 
 
 def nodata_values(spec: LabelSpec, files: tuple[SourceFile, ...]) -> tuple[float, ...]:
