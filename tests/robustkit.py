@@ -248,3 +248,29 @@ def clone_product(folder: Path, dest_root: Path, number: int) -> Path:
             data = data.replace(stem.encode(), new.encode())
         (out / f.name.replace(stem, new)).write_bytes(data)
     return out
+
+
+PROBE = (
+    "d=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs $d; rc=$?; umount $d; rmdir $d; exit $rc"
+)
+
+
+def tmpfs_prefix() -> list[str]:
+    """``unshare`` into new user and mount namespaces (so an unprivileged user can mount a tmpfs).
+
+    Skips with the reason when this machine or container does not allow it.
+    """
+    import pytest
+
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("no unshare: cannot mount a small file system to fill")
+    prefix = [unshare, "--user", "--map-root-user", "--mount"]
+    probe = subprocess.run(
+        [*prefix, "sh", "-c", PROBE],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode:
+        pytest.skip(f"cannot mount a tmpfs in a user namespace here: {probe.stderr.strip()}")
+    return prefix

@@ -10,7 +10,6 @@ import json
 import os
 import resource
 import shlex
-import shutil
 import signal
 import subprocess
 import threading
@@ -27,6 +26,7 @@ from robustkit import (
     reference_build,
     run_build,
     run_killed_build,
+    tmpfs_prefix,
 )
 
 from spectralearth_build import open_dataset
@@ -240,27 +240,6 @@ def test_soak_workers_killed_at_random_until_the_build_completes(tmp_path_factor
     assert_same_dataset(out, clean)
 
 
-UNSHARE = shutil.which("unshare")
-
-
-def _tmpfs_prefix() -> list[str]:
-    """``unshare`` into new user and mount namespaces (so an unprivileged user can mount a tmpfs).
-
-    Skips with the reason when this machine or container does not allow it.
-    """
-    if UNSHARE is None:
-        pytest.skip("no unshare: cannot mount a small file system to fill")
-    prefix = [UNSHARE, "--user", "--map-root-user", "--mount"]
-    probe = subprocess.run(
-        [*prefix, "sh", "-c", "d=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs $d"],
-        capture_output=True,
-        text=True,
-    )
-    if probe.returncode:
-        pytest.skip(f"cannot mount a tmpfs in a user namespace here: {probe.stderr.strip()}")
-    return prefix
-
-
 FILL_AND_RESUME = """
 set -u
 mount -t tmpfs -o size={size} tmpfs {mnt}
@@ -277,7 +256,7 @@ def test_a_full_file_system_is_a_clear_error_and_resume_completes(
     tiles, cfg_path, reference, tmp_path
 ):
     """A real ENOSPC: the build writes to a 1 MiB tmpfs, fails, and resumes once it is larger."""
-    prefix = _tmpfs_prefix()
+    prefix = tmpfs_prefix()
     mnt, logs, dest = tmp_path / "mnt", tmp_path / "logs", tmp_path / "out"
     mnt.mkdir()
     logs.mkdir()

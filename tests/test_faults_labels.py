@@ -10,9 +10,13 @@ the files of an undisturbed run.
 from __future__ import annotations
 
 import json
+import os
 import resource
+import shlex
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +29,7 @@ from robustkit import (
     reference_build,
     run_cli,
     run_killed,
+    tmpfs_prefix,
     tree_bytes,
 )
 
@@ -242,4 +247,37 @@ def test_export_past_a_file_size_limit_then_rerun_is_identical(paired, exported,
     assert not list(dest.rglob("*.tmp")) and not (dest / "_COMPLETE").exists()
     res = invoke(export_args(paired, dest))
     assert res.exit_code == 0, res.output
+    assert tree_bytes(dest) == tree_bytes(exported)
+
+
+# -- a full file system -----------------------------------------------------------------------
+EXPORT_FILL_AND_RESUME = """
+set -u
+mount -t tmpfs -o size=1m tmpfs {mnt}
+{export} > {logs}/1.out 2> {logs}/1.err; echo $? > {logs}/1.rc
+find {mnt}/se -name '*.tmp' > {logs}/tmp_files
+mount -o remount,size=256m {mnt}
+{export} > {logs}/2.out 2> {logs}/2.err; echo $? > {logs}/2.rc
+cp -a {mnt}/se {dest}
+"""
+
+
+def test_export_to_a_full_file_system_then_rerun_is_identical(paired, exported, tmp_path):
+    """A real ENOSPC: the export writes to a 1 MiB tmpfs, fails, and completes once larger."""
+    prefix = tmpfs_prefix()
+    mnt, logs, dest = tmp_path / "mnt", tmp_path / "logs", tmp_path / "se"
+    mnt.mkdir()
+    logs.mkdir()
+    cmd = [sys.executable, "-c", "from spectralearth_build.cli import main; main()"]
+    export = shlex.join([*cmd, *export_args(paired, mnt / "se")])
+    script = EXPORT_FILL_AND_RESUME.format(mnt=mnt, export=export, logs=logs, dest=dest)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    res = subprocess.run([*prefix, "bash", "-c", script], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    err = (logs / "1.err").read_text().strip()
+    assert (logs / "1.rc").read_text().strip() == "1", err
+    assert err.startswith(f"Error: cannot write {mnt / 'se'}/") and len(err.splitlines()) == 1
+    assert "No space left on device" in err and "rerun the same export" in err, err
+    assert not (logs / "tmp_files").read_text().strip()
+    assert (logs / "2.rc").read_text().strip() == "0", (logs / "2.err").read_text()
     assert tree_bytes(dest) == tree_bytes(exported)
