@@ -281,3 +281,49 @@ def test_export_to_a_full_file_system_then_rerun_is_identical(paired, exported, 
     assert not (logs / "tmp_files").read_text().strip()
     assert (logs / "2.rc").read_text().strip() == "0", (logs / "2.err").read_text()
     assert tree_bytes(dest) == tree_bytes(exported)
+
+
+LABELS_FILL_AND_RESUME = """
+set -eu
+mount -t tmpfs -o size=64m tmpfs {mnt}
+cp -a {src} {mnt}/ds
+dd if=/dev/zero of={mnt}/filler bs=64k 2> /dev/null || true
+truncate -s -{spare_kib}K {mnt}/filler
+set +e
+{labels} > {logs}/1.out 2> {logs}/1.err; echo $? > {logs}/1.rc
+find {mnt}/ds -name '*.tmp' > {logs}/tmp_files
+rm {mnt}/filler
+{labels} > {logs}/2.out 2> {logs}/2.err; echo $? > {logs}/2.rc
+cp -a {mnt}/ds {dest}
+"""
+
+
+def test_labels_on_a_full_file_system_then_rerun_is_identical(
+    tmp_path_factory, paired, label_dir, tmp_path
+):
+    """A real ENOSPC: the dataset on a tmpfs filled up but for 40 KiB (the labels need more);
+    freeing space (removing the filler) and rerunning completes it identically."""
+    prefix = tmpfs_prefix()
+    mnt, logs, dest = tmp_path / "mnt", tmp_path / "logs", tmp_path / "ds"
+    mnt.mkdir()
+    logs.mkdir()
+    cmd = [sys.executable, "-c", "from spectralearth_build.cli import main; main()"]
+    labels = shlex.join([*cmd, *labels_args(mnt / "ds", label_dir / CORINE, label_dir / CDL)])
+    script = LABELS_FILL_AND_RESUME.format(
+        src=reference_build(tmp_path_factory),
+        spare_kib=40,
+        mnt=mnt,
+        labels=labels,
+        logs=logs,
+        dest=dest,
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    res = subprocess.run([*prefix, "bash", "-c", script], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    err = (logs / "1.err").read_text().strip()
+    assert (logs / "1.rc").read_text().strip() == "1", err
+    assert err.startswith(f"Error: cannot write {mnt / 'ds'}/") and len(err.splitlines()) == 1
+    assert "No space left on device" in err and "rerun the same command" in err, err
+    assert not (logs / "tmp_files").read_text().strip()
+    assert (logs / "2.rc").read_text().strip() == "0", (logs / "2.err").read_text()
+    assert dataset_files(dest) == dataset_files(paired)
