@@ -1,4 +1,9 @@
-"""``spectralearth-build export``: write a dataset in another layout (SpectralEarth's)."""
+"""``spectralearth-build export``: write a dataset in another layout (SpectralEarth's).
+
+Exit status: 0 when the export is complete; 1 with a one-line ``Error:`` for an unknown task,
+an ``--out`` holding something else (or an export with other options), or a full disk.
+Rerunning the same command into the same ``--out`` continues a stopped export.
+"""
 
 from __future__ import annotations
 
