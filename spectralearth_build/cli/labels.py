@@ -1,6 +1,10 @@
 """``spectralearth-build labels``: pair an existing dataset with label rasters.
 
-Also provides the ``--labels`` option and the summary that ``build-dataset`` shares.
+Exit status: 0 when every label is paired; 1 with a one-line ``Error:`` for a missing,
+unreadable, truncated or CRS-less label raster or one that covers no location of the dataset
+(all are checked before any label is paired, so the dataset is unchanged), a label raster
+found corrupt while pairing, or a full disk; rerunning the same command continues a stopped
+pairing.  Also provides the ``--labels`` option and the summary that ``build-dataset`` shares.
 """
 
 from __future__ import annotations
@@ -47,9 +51,10 @@ def run_pairing(
 ) -> Any:
     """Pair ``specs`` with dataset ``out`` on a Dask client (see :mod:`..cluster`)."""
     from ..cluster import dask_client
+    from ..errors import output_errors
     from ..labels.store import pair_labels
 
-    with dask_client(workers, scheduler) as client:
+    with output_errors(out, "rerun the same command"), dask_client(workers, scheduler) as client:
         return pair_labels(
             out,
             specs,

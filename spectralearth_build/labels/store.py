@@ -30,8 +30,10 @@ import numpy as np
 
 from .. import formats as fmt
 from ..errors import IncompleteDatasetError, InputError
+from ..extract.store import atomic_write_text
 from ..grid import PixelGrid
 from .loader import mask_array_path, table_path
+from .pairing import locations_touching
 from .source import LabelSource, resolve_source
 from .spec import LabelSpec
 
@@ -143,10 +145,7 @@ def run_label_unit(unit: LabelUnit) -> dict[str, Any]:
         "bytes_requested": bytes_read,
         "seconds": time.perf_counter() - t0,
     }
-    unit.marker.parent.mkdir(parents=True, exist_ok=True)
-    tmp = unit.marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
-    tmp.replace(unit.marker)
+    atomic_write_text(unit.marker, json.dumps(result))
     return result
 
 
@@ -207,6 +206,15 @@ def _label_meta(spec: LabelSpec, source: LabelSource, k: int) -> dict[str, Any]:
         "resampling_option": spec.resampling,
         "shard_locations": k,
     }
+
+
+def _extent(source: LabelSource) -> str:
+    """``x0, y0, x1, y1`` of the label's files in its CRS units (rounded)."""
+    x0, y0 = source.origin_xy
+    rows = max(r + f.shape_yx[0] for f, (r, _) in zip(source.files, source.offsets))
+    cols = max(c + f.shape_yx[1] for f, (_, c) in zip(source.files, source.offsets))
+    x1, y1 = x0 + cols * source.res, y0 - rows * source.res
+    return f"{x0:.6g}, {y1:.6g}, {x1:.6g}, {y0:.6g}"
 
 
 def _encoding(spec: LabelSpec, codes: set[int]) -> str | None:
@@ -272,9 +280,19 @@ def pair_labels(
     group = zarr.open_group(store=str(out / fmt.STORE_NAME), mode="r+")
     all_meta: dict[str, Any] = dict(group.attrs.get("labels") or {})  # type: ignore[arg-type]
     mapper = client_map(client) or map
+    # every label's files and coverage checked before any is paired (nothing half done)
+    sources = {}
+    for spec in specs:
+        sources[spec.name] = source = resolve_source(spec)
+        if not locations_touching(grids, source):
+            raise InputError(
+                f"--labels {spec.name}: {spec.path} covers none of the {len(grids)} locations "
+                f"of {out} (label extent {_extent(source)} in {source.crs}; another region, or "
+                "a wrong CRS?)"
+            )
     for spec in specs:
         t0 = time.perf_counter()
-        source = resolve_source(spec)
+        source = sources[spec.name]
         old = all_meta.get(spec.name)
         k = shard_locations or (old or {}).get("shard_locations") or DEFAULT_SHARD_LOCATIONS
         meta = _label_meta(spec, source, int(k))
@@ -365,7 +383,11 @@ def _write_table(
     path = table_path(out, spec.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    table.to_parquet(tmp, index=False)
+    try:
+        table.to_parquet(tmp, index=False)
+    except OSError as exc:  # a full disk: no half-written table; the error names it
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     tmp.replace(path)
     counts = Counter(status)
     ok = table["status"] == "ok"
