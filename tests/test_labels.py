@@ -378,3 +378,48 @@ def test_build_dataset_with_labels(archive, labelled, tmp_path):
     )
     res = CliRunner().invoke(build_command, [*args[:-2], "--labels", "cdl=/no/such.tif"])
     assert res.exit_code == 1 and "no such file" in res.output
+
+
+def test_build_dataset_pairs_labels_on_the_build_client(archive, labelled, tmp_path):
+    """``build-dataset --scheduler ADDR --labels``: one client, the pairing's tasks on ADDR."""
+    from collections import Counter
+
+    import yaml
+    from click.testing import CliRunner
+    from dask.utils import key_split
+    from distributed import LocalCluster
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    from spectralearth_build.cli.build import build_command
+
+    class Seen(SchedulerPlugin):
+        def __init__(self) -> None:
+            self.clients: set[str] = set()
+            self.tasks: Counter[str] = Counter()
+
+        def add_client(self, scheduler: Any, client: str) -> None:
+            self.clients.add(client)
+
+        def transition(self, key: Any, start: str, finish: str, *args: Any, **kw: Any) -> None:
+            if finish == "processing":
+                self.tasks[key_split(key)] += 1
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(CONFIG))
+    out = tmp_path / "out"
+    seen = Seen()
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        cluster.scheduler.add_plugin(seen)
+        args = ["--tiles", str(archive.out), "--out", str(out), "--config", str(cfg), "-q"]
+        args += ["--scheduler", cluster.scheduler_address]
+        args += ["--labels", f"cdl={archive.label('cdl')}"]
+        res = CliRunner().invoke(build_command, args)
+    assert res.exit_code == 0, res.output
+    assert len(seen.clients) == 1, seen.clients
+    assert seen.tasks["run_label_unit"] >= 1, seen.tasks
+    assert sum(seen.tasks.values()) > seen.tasks["run_label_unit"]  # and the build's own tasks
+    np.testing.assert_array_equal(
+        open_dataset(out).labels.array("cdl")[:], open_dataset(labelled).labels.array("cdl")[:]
+    )

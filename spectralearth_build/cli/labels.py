@@ -45,21 +45,35 @@ def run_pairing(
     split_config: Any = None,
     shard_locations: int | None = None,
 ) -> Any:
-    """Pair ``specs`` with dataset ``out`` on a Dask client (see :mod:`..cluster`)."""
+    """Pair ``specs`` with dataset ``out`` on a Dask client of its own (see :mod:`..cluster`)."""
     from ..cluster import dask_client
-    from ..labels.store import pair_labels
 
     with dask_client(workers, scheduler) as client:
-        return pair_labels(
-            out,
-            specs,
-            client=client,
-            progress=progress,
-            shard_locations=shard_locations,
-            replace=replace,
-            split_config=split_config,
-            log=click.echo,
-        )
+        return pair_on_client(out, specs, client, progress, replace, split_config, shard_locations)
+
+
+def pair_on_client(
+    out: Path,
+    specs: list[Any],
+    client: Any,
+    progress: bool,
+    replace: bool = False,
+    split_config: Any = None,
+    shard_locations: int | None = None,
+) -> Any:
+    """Pair ``specs`` with dataset ``out`` on ``client`` (a ``distributed.Client`` or None)."""
+    from ..labels.store import pair_labels
+
+    return pair_labels(
+        out,
+        specs,
+        client=client,
+        progress=progress,
+        shard_locations=shard_locations,
+        replace=replace,
+        split_config=split_config,
+        log=click.echo,
+    )
 
 
 def print_label_summary(report: Any) -> None:
