@@ -96,6 +96,8 @@ def print_label_summary(report: Any) -> None:
                 + (f", dropped {s['dropped']}" if s.get("dropped") else "")
                 + f"; class frequency within {s['max_class_deviation']:.3f} of the whole"
             )
+            if s.get("warning"):
+                click.echo(f"warning: task {task} {scheme}: {s['warning']}", err=True)
 
 
 @click.command()
