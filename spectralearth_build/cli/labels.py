@@ -49,22 +49,36 @@ def run_pairing(
     split_config: Any = None,
     shard_locations: int | None = None,
 ) -> Any:
-    """Pair ``specs`` with dataset ``out`` on a Dask client (see :mod:`..cluster`)."""
+    """Pair ``specs`` with dataset ``out`` on a Dask client of its own (see :mod:`..cluster`)."""
     from ..cluster import dask_client
     from ..errors import output_errors
-    from ..labels.store import pair_labels
 
     with output_errors(out, "rerun the same command"), dask_client(workers, scheduler) as client:
-        return pair_labels(
-            out,
-            specs,
-            client=client,
-            progress=progress,
-            shard_locations=shard_locations,
-            replace=replace,
-            split_config=split_config,
-            log=click.echo,
-        )
+        return pair_on_client(out, specs, client, progress, replace, split_config, shard_locations)
+
+
+def pair_on_client(
+    out: Path,
+    specs: list[Any],
+    client: Any,
+    progress: bool,
+    replace: bool = False,
+    split_config: Any = None,
+    shard_locations: int | None = None,
+) -> Any:
+    """Pair ``specs`` with dataset ``out`` on ``client`` (a ``distributed.Client`` or None)."""
+    from ..labels.store import pair_labels
+
+    return pair_labels(
+        out,
+        specs,
+        client=client,
+        progress=progress,
+        shard_locations=shard_locations,
+        replace=replace,
+        split_config=split_config,
+        log=click.echo,
+    )
 
 
 def print_label_summary(report: Any) -> None:
@@ -87,6 +101,8 @@ def print_label_summary(report: Any) -> None:
                 + (f", dropped {s['dropped']}" if s.get("dropped") else "")
                 + f"; class frequency within {s['max_class_deviation']:.3f} of the whole"
             )
+            if s.get("warning"):
+                click.echo(f"warning: task {task} {scheme}: {s['warning']}", err=True)
 
 
 @click.command()

@@ -22,7 +22,7 @@ from ..errors import ProductError, error_line
 from ..formats import NODATA
 from ..grid import PixelGrid, Window
 from .discovery import IMAGE, METADATA, FileTooLargeError, ProductSource
-from .footprint import clear_footprint, snow_blocked, valid_footprint
+from .footprint import clear_footprint, clip_to_valid, snow_blocked, valid_footprint
 from .metadata import MetadataError, ProductMetadata, parse_metadata
 
 # Reading a .tar.gz through /vsitar/ makes GDAL save a seek index beside the archive
@@ -337,4 +337,5 @@ class EnmapProduct:
             if name == "SNOW":
                 flagged = snow_blocked(flagged, patch_px, max_snow_fraction)
             clear &= ~flagged
-        return poly, clear_footprint(clear, transform, patch_px, simplify_px)
+        clear_fp = clear_footprint(clear, transform, patch_px, simplify_px)
+        return poly, clip_to_valid(clear_fp, poly, patch_px * abs(transform[0]))
