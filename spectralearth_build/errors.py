@@ -67,6 +67,20 @@ def output_errors(out: str | Path, rerun: str = "rerun with --resume") -> Iterat
         ) from exc
 
 
+@contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """Give an ``OSError`` raised inside that carries no file name the name ``path``.
+
+    For writers that lose it (zarr's attribute writes), so :func:`output_errors` names the file.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
+
+
 def error_line(exc: BaseException) -> str:
     """One line of an I/O error's text: GDAL's own message when rasterio wrapped it."""
     cause = exc.__cause__ or exc.__context__

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .. import formats as fmt
-from ..errors import IncompleteDatasetError, InputError
+from ..errors import IncompleteDatasetError, InputError, naming
 from ..extract.store import atomic_write_text
 from ..grid import PixelGrid
 from .loader import mask_array_path, table_path
@@ -134,7 +134,8 @@ def run_label_unit(unit: LabelUnit) -> dict[str, Any]:
             codes.append([])
             counts.append([])
         bytes_read = reader.bytes_requested
-    arr[unit.start : unit.start + n] = block
+    with naming(mask_array_path(Path(unit.out), unit.name)):  # zarr's write errors lose it
+        arr[unit.start : unit.start + n] = block
     result = {
         "index": unit.index,
         "start": unit.start,
@@ -278,6 +279,7 @@ def pair_labels(
         raise InputError(f"{out}: the dataset has no locations to label")
     p = int(locs["height"].max()) if len(locs) else 0
     group = zarr.open_group(store=str(out / fmt.STORE_NAME), mode="r+")
+    attrs_file = out / fmt.STORE_NAME / "zarr.json"
     all_meta: dict[str, Any] = dict(group.attrs.get("labels") or {})  # type: ignore[arg-type]
     mapper = client_map(client) or map
     # every label's files and coverage checked before any is paired (nothing half done)
@@ -313,7 +315,8 @@ def pair_labels(
         array_file = mask_array_path(out, spec.name) / "zarr.json"
         if not (same and array_file.exists()) or not units_dir.exists():
             _create_mask_array(out, spec.name, len(grids), p, source, int(k))
-            group.attrs["labels"] = all_meta | {spec.name: meta | {"complete": False}}
+            with naming(attrs_file):
+                group.attrs["labels"] = all_meta | {spec.name: meta | {"complete": False}}
             all_meta = dict(group.attrs["labels"])  # type: ignore[arg-type]
         units = [
             LabelUnit(
@@ -350,7 +353,8 @@ def pair_labels(
         meta["complete"] = True
         all_meta = dict(group.attrs.get("labels") or {})  # type: ignore[arg-type]
         all_meta[spec.name] = meta
-        group.attrs["labels"] = all_meta
+        with naming(attrs_file):
+            group.attrs["labels"] = all_meta
         done_marker.write_text("")
         report.labels[spec.name] = meta | {"units": len(units), "units_resumed": resumed}
         report.seconds[f"labels {spec.name}"] = time.perf_counter() - t0

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .. import formats as fmt
+from ..errors import naming
 from .loader import (
     SCHEMES,
     SPLIT_NAMES,
@@ -196,7 +197,8 @@ def update_tasks(out: str | Path, config: SplitConfig | None = None) -> dict[str
                 if warning:
                     meta["splits"][scheme]["warning"] = warning
         tasks[name] = meta
-    group.attrs["tasks"] = tasks
+    with naming(Path(out) / fmt.STORE_NAME / "zarr.json"):
+        group.attrs["tasks"] = tasks
     return tasks
 
 
