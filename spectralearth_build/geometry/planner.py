@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pickle
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -170,14 +171,13 @@ def plan_patches(
     """
     seconds: dict[str, float] = {}
     t_start = t0 = time.perf_counter()
-    mapper: MapFn = map_fn or map  # type: ignore[assignment]
+    mapper: MapFn = map if map_fn is None else _pickled_items(map_fn)  # type: ignore[assignment]
     tileset = TileSet.build(tiles, config)
     n = len(tileset)
     candidates = candidate_pairs(tileset)
     pairs, areas = overlap_edges(tileset, candidates, mapper)
     graph = graph_from_edges(tileset, pairs, areas)
     comp = components(n, pairs)
-    nbrs = adjacency(n, pairs)
     touching = touching_pairs(tileset, candidates, comp, tileset.res)
     groups = planning_groups(n, pairs, touching)
     seconds["graph"] = time.perf_counter() - t0
@@ -204,7 +204,7 @@ def plan_patches(
     for plan in done:
         tuples_by_size.update(plan.tuples_by_size)
         placed_by_size.update(plan.placed_by_tuple_size)
-    summary = _summary(tileset, pairs, comp, nbrs, groups, tuples_by_size, placed_by_size, done)
+    summary = _summary(tileset, pairs, comp, groups, tuples_by_size, placed_by_size, done)
     summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     return PlanResult(patches, summary, graph)
 
@@ -248,6 +248,31 @@ def _batches(jobs: list[GroupJob]) -> list[list[int]]:
     if current:
         batches.append(current)
     return batches
+
+
+def _pickled_items(map_fn: MapFn) -> MapFn:
+    """``map_fn`` with every item sent as pickled bytes and unpickled by the task.
+
+    Dask passes bytes on as they are, whereas objects inside a task (tiles with their
+    footprints) are unpickled and pickled again on their way through the scheduler, which runs
+    in this process and would take several CPU seconds from it.
+    """
+
+    def mapper(fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        blobs = [pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL) for item in items]
+        return map_fn(_Unpickle(fn), blobs)
+
+    return mapper
+
+
+class _Unpickle:
+    """Picklable ``fn(pickle.loads(blob))``."""
+
+    def __init__(self, fn: Callable[[Any], Any]):
+        self.fn = fn
+
+    def __call__(self, blob: bytes) -> Any:
+        return self.fn(pickle.loads(blob))
 
 
 class _PlanBatch:
@@ -454,13 +479,12 @@ def _summary(
     tileset: TileSet,
     pairs: np.ndarray,
     comp: np.ndarray,
-    nbrs: list[frozenset[int]],
     groups: list[list[int]],
     tuples_by_size: Counter[int],
     placed_by_size: Counter[int],
     plans: list[GroupPlan],
 ) -> dict[str, Any]:
-    degrees = np.array([len(s) for s in nbrs], dtype=np.int64)
+    degrees = np.bincount(pairs.reshape(-1), minlength=len(tileset))
     comp_sizes = np.bincount(comp) if len(comp) else np.zeros(0, dtype=np.int64)
     size_hist = Counter(comp_sizes.tolist())
     n_views = np.concatenate([p.n_views for p in plans] + [np.zeros(0, np.int64)])
