@@ -122,3 +122,26 @@ def test_edges_through_a_pickling_map_and_a_tile_subset_are_the_same() -> None:
             assert np.array_equal(getattr(sub, name), getattr(ref, name)), name
     with pytest.raises(ValueError, match="ascending"):
         tileset.subset([3, 1])
+
+
+def test_components_and_planning_groups_match_networkx() -> None:
+    import numpy as np
+
+    from spectralearth_build.geometry.graph import components, planning_groups
+
+    rng = np.random.default_rng(3)
+    for n, m in [(0, 0), (1, 0), (7, 0), (40, 25), (200, 150), (300, 600)]:
+        pairs = rng.integers(0, max(n, 1), size=(m, 2)) if n else np.zeros((0, 2), np.int64)
+        touching = rng.integers(0, max(n, 1), size=(m // 5, 2)) if n else pairs
+        g = nx.Graph()
+        g.add_nodes_from(range(n))
+        g.add_edges_from(pairs.tolist())
+        ref = sorted(sorted(c) for c in nx.connected_components(g))
+        expected = np.zeros(n, dtype=np.int64)
+        for cid, members in enumerate(ref):
+            expected[members] = cid
+        assert np.array_equal(components(n, pairs), expected)
+        g.add_edges_from(touching.tolist())
+        assert planning_groups(n, pairs, touching) == sorted(
+            sorted(c) for c in nx.connected_components(g)
+        )

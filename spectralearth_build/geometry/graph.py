@@ -24,6 +24,8 @@ import networkx as nx
 import numpy as np
 import shapely
 from rtree import index as rtree_index
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from shapely.geometry.base import BaseGeometry
 
 from ..config import PlanConfig
@@ -172,14 +174,21 @@ def adjacency(n: int, pairs: np.ndarray) -> list[frozenset[int]]:
 
 def components(n: int, pairs: np.ndarray) -> np.ndarray:
     """Connected-component id per tile index, numbered by their smallest tile index."""
-    g = nx.Graph()
-    g.add_nodes_from(range(n))
-    g.add_edges_from(pairs.tolist())
-    comps = sorted((min(c), sorted(c)) for c in nx.connected_components(g))
-    out = np.zeros(n, dtype=np.int64)
-    for cid, (_, members) in enumerate(comps):
-        out[members] = cid
-    return out
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    labels = _labels(n, pairs)
+    first = np.full(int(labels.max()) + 1, n, dtype=np.int64)
+    np.minimum.at(first, labels, np.arange(n))
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[labels]
+
+
+def _labels(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Connected-component labels (arbitrary numbering) of ``n`` nodes and ``(m, 2)`` edges."""
+    pairs = pairs.reshape(-1, 2)
+    adj = coo_matrix((np.ones(len(pairs), dtype=np.int32), (pairs[:, 0], pairs[:, 1])), (n, n))
+    return np.asarray(connected_components(adj, directed=False)[1], dtype=np.int64)
 
 
 def touching_pairs(
@@ -218,8 +227,9 @@ def planning_groups(n: int, pairs: np.ndarray, touching: np.ndarray) -> list[lis
     A group is a connected component of the overlap graph together with every component whose
     tiles touch it (``touching``): no patch of one group can overlap a patch of another.
     """
-    g = nx.Graph()
-    g.add_nodes_from(range(n))
-    g.add_edges_from(pairs.tolist())
-    g.add_edges_from(touching.tolist())
-    return sorted(sorted(c) for c in nx.connected_components(g))
+    if n == 0:
+        return []
+    comp = components(n, np.concatenate([pairs.reshape(-1, 2), touching.reshape(-1, 2)]))
+    order = np.argsort(comp, kind="stable")  # members ascending within each group
+    starts = np.flatnonzero(np.diff(comp[order]) != 0) + 1
+    return [part.tolist() for part in np.split(order, starts)]
