@@ -19,7 +19,10 @@ For each case it times :func:`spectralearth_build.geometry.plan_patches` (stages
 placement, views, windows) in this process and on a 2-worker local Dask cluster, side by side,
 checks that both plans are the same bytes, and runs the clear-sky grid-first baseline
 (:mod:`grid_first`: best 128 px lattice offset per zone in 8 px steps) on the same footprints.
-Writes benchmarks/results/plan_full_scale.json.
+The parallel run also reports CPU seconds that the machine's load distorts less than wall
+clock (``cpu_accounting``: every task timed on its worker, the driver's CPU, the critical path
+and the ratio it predicts, see :data:`CRITICAL_PATH_NOTE`).  Writes
+benchmarks/results/plan_full_scale.json.
 
 Run: ``python benchmarks/plan_full_scale.py [--tiles 11636] [--cases cloudy,clear] [--out PATH]``.
 """
@@ -32,13 +35,16 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import platform
 import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import shapely
@@ -214,19 +220,120 @@ def _plan_digest(result, config: PlanConfig) -> str:
         return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+CRITICAL_PATH_NOTE = (
+    "critical_path_cpu_s = driver CPU seconds (all of them, as if none overlapped the workers)"
+    " + the largest worker process CPU seconds over the run: the wall time on an idle machine"
+    " with a core per process, up to scheduling gaps (an upper bound when the driver works while"
+    " workers compute); predicted_ratio = critical_path_cpu_s / single-process CPU seconds."
+    " balanced_path_cpu_s = driver main-thread CPU seconds (the planner's own serial work; the"
+    " rest of the driver's CPU is Dask's scheduler and comms, which grow with the wall time)"
+    " + the largest worker load when the measured tasks are given, in submission order, to the"
+    " worker free first (as Dask does on an idle machine); predicted_ratio_balanced is it over"
+    " the single-process CPU seconds"
+)
+
+
+class _TimedTask:
+    """A task that reports its CPU seconds (incl. pickling its result) and its process id."""
+
+    def __init__(self, fn: Callable[[Any], Any]):
+        self.fn = fn
+
+    def __call__(self, item: Any) -> tuple[bytes, int, float, float]:
+        c0, t0 = time.process_time(), time.perf_counter()
+        blob = pickle.dumps(self.fn(item), protocol=pickle.HIGHEST_PROTOCOL)
+        return blob, os.getpid(), time.process_time() - c0, time.perf_counter() - t0
+
+
+def timed_map(map_fn: Callable[..., Iterator[Any]], log: list[dict]) -> Callable[..., Iterator]:
+    """``map_fn`` with every task timed on its worker; appends one record per task to ``log``."""
+
+    def mapper(fn: Callable[[Any], Any], items: Any) -> Iterator[Any]:
+        inner = fn
+        while hasattr(inner, "fn"):  # the planner's wrappers
+            inner = inner.fn
+        name = getattr(inner, "__name__", type(inner).__name__)
+        for blob, pid, cpu, wall in map_fn(_TimedTask(fn), items):
+            log.append({"fn": name, "pid": pid, "cpu_s": cpu, "wall_s": wall})
+            yield pickle.loads(blob)
+
+    return mapper
+
+
+def cpu_accounting(
+    single_cpu: float,
+    driver_cpu: float,
+    driver_main_cpu: float,
+    process_cpu: dict[int, float],
+    tasks: list[dict],
+) -> dict:
+    """CPU-time figures of a parallel run that do not depend on the machine's load.
+
+    See :data:`CRITICAL_PATH_NOTE`; per worker: its tasks, their CPU seconds (as measured in the
+    task, pickling the result included) and the rest of the worker process's CPU seconds
+    (receiving tasks, Dask's own work).
+    """
+    per_worker = []
+    for pid in sorted(process_cpu):
+        mine = [t for t in tasks if t["pid"] == pid]
+        task_cpu = sum(t["cpu_s"] for t in mine)
+        per_worker.append(
+            {
+                "tasks": len(mine),
+                "task_cpu_s": round(task_cpu, 2),
+                "process_cpu_s": round(process_cpu[pid], 2),
+                "overhead_cpu_s": round(process_cpu[pid] - task_cpu, 2),
+            }
+        )
+    by_fn: dict[str, dict] = {}
+    for t in tasks:
+        d = by_fn.setdefault(t["fn"], {"tasks": 0, "cpu_s": 0.0, "longest_task_cpu_s": 0.0})
+        d["tasks"] += 1
+        d["cpu_s"] += t["cpu_s"]
+        d["longest_task_cpu_s"] = max(d["longest_task_cpu_s"], t["cpu_s"])
+    worst = max(process_cpu.values())
+    critical = driver_cpu + worst
+    # the same tasks, each given in submission order to the worker that is free first
+    loads = [0.0] * len(process_cpu)
+    for t in tasks:
+        loads[loads.index(min(loads))] += t["cpu_s"]
+    balanced = driver_main_cpu + max(loads)
+    return {
+        "single_cpu_s": round(single_cpu, 2),
+        "driver_cpu_s": round(driver_cpu, 2),
+        "driver_main_thread_cpu_s": round(driver_main_cpu, 2),
+        "driver_background_cpu_s": round(driver_cpu - driver_main_cpu, 2),
+        "worker_cpu_s": per_worker,
+        "tasks_by_function": {
+            k: {kk: round(vv, 2) if isinstance(vv, float) else vv for kk, vv in v.items()}
+            for k, v in sorted(by_fn.items())
+        },
+        "critical_path_cpu_s": round(critical, 2),
+        "predicted_ratio": round(critical / single_cpu, 3),
+        "list_schedule_worker_cpu_s": [round(v, 2) for v in sorted(loads)],
+        "balanced_path_cpu_s": round(balanced, 2),
+        "predicted_ratio_balanced": round(balanced / single_cpu, 3),
+        "explained": CRITICAL_PATH_NOTE,
+    }
+
+
 def run_case(tiles: list[TileRecord], config: PlanConfig, workers: int) -> dict:
     """Plan in this process and on ``workers`` Dask workers; the baseline; the comparison."""
     t0, c0 = time.perf_counter(), time.process_time()
     single = plan_patches(tiles, config)
     single_s, single_cpu = time.perf_counter() - t0, time.process_time() - c0
     rss_single = _maxrss_mib()
+    tasks: list[dict] = []
     with dask_client(workers) as client:
+        pids = client.run(os.getpid)
         cpu0 = client.run(time.process_time)  # workers are up before the clock starts
-        t0, d0 = time.perf_counter(), time.process_time()
-        par = plan_patches(tiles, config, map_fn=client_map(client))
+        t0, d0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
+        par = plan_patches(tiles, config, map_fn=timed_map(client_map(client), tasks))
         par_s, driver_cpu = time.perf_counter() - t0, time.process_time() - d0
+        driver_main_cpu = time.thread_time() - m0
         cpu1 = client.run(time.process_time)
         worker_rss = client.run(_maxrss_mib)
+    process_cpu = {pids[w]: cpu1[w] - cpu0[w] for w in cpu1}
     same = par.patches == single.patches
     digest_single, digest_par = _plan_digest(single, config), _plan_digest(par, config)
     baseline = grid_first_baseline(tiles, config)
@@ -252,6 +359,9 @@ def run_case(tiles: list[TileRecord], config: PlanConfig, workers: int) -> dict:
             "time_ratio_vs_single": round(par_s / single_s, 3),
             "peak_rss_mib_driver": _maxrss_mib(),
             "peak_rss_mib_workers": sorted(worker_rss.values()),
+            "cpu_accounting": cpu_accounting(
+                single_cpu, driver_cpu, driver_main_cpu, process_cpu, tasks
+            ),
         },
         "same_patches": same,
         "plan_sha256_single": digest_single,

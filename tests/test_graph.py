@@ -92,3 +92,56 @@ def test_bad_input_is_a_planning_error() -> None:
         build_overlap_graph([a], PlanConfig(beam_width=0))
     x, y = xy("EPSG:32633", 15.0, 47.0)
     assert x == pytest.approx(500_000, abs=1)
+
+
+def test_edges_through_a_pickling_map_and_a_tile_subset_are_the_same() -> None:
+    """Areas computed in chunks in another process (pickled there and back) equal the local ones;
+    a subset of a tile set equals the set built from those tiles alone."""
+    import pickle
+
+    import numpy as np
+    from plankit import scenario_tiles
+
+    from spectralearth_build.geometry import TileSet
+    from spectralearth_build.geometry.graph import overlap_edges
+
+    def pickling_map(fn, items):
+        for item in items:
+            yield pickle.loads(pickle.dumps(fn(pickle.loads(pickle.dumps(item)))))
+
+    tileset = TileSet.build(scenario_tiles(), CFG)
+    pairs, areas = overlap_edges(tileset)
+    pairs2, areas2 = overlap_edges(tileset, map_fn=pickling_map)
+    assert len(pairs) >= 10 and len({t.crs for t in tileset.tiles}) >= 2
+    assert np.array_equal(pairs, pairs2) and np.array_equal(areas, areas2)
+    for idx in ([0, 3, 9, 11], list(range(len(tileset)))[5:]):
+        sub = tileset.subset(idx)
+        ref = TileSet.build([tileset.tiles[i] for i in idx], CFG)
+        assert sub.tiles == ref.tiles and sub.frames == ref.frames
+        for name in ("frame_of", "lonlat_bounds", "datatakes", "times_s"):
+            assert np.array_equal(getattr(sub, name), getattr(ref, name)), name
+    with pytest.raises(ValueError, match="ascending"):
+        tileset.subset([3, 1])
+
+
+def test_components_and_planning_groups_match_networkx() -> None:
+    import numpy as np
+
+    from spectralearth_build.geometry.graph import components, planning_groups
+
+    rng = np.random.default_rng(3)
+    for n, m in [(0, 0), (1, 0), (7, 0), (40, 25), (200, 150), (300, 600)]:
+        pairs = rng.integers(0, max(n, 1), size=(m, 2)) if n else np.zeros((0, 2), np.int64)
+        touching = rng.integers(0, max(n, 1), size=(m // 5, 2)) if n else pairs
+        g = nx.Graph()
+        g.add_nodes_from(range(n))
+        g.add_edges_from(pairs.tolist())
+        ref = sorted(sorted(c) for c in nx.connected_components(g))
+        expected = np.zeros(n, dtype=np.int64)
+        for cid, members in enumerate(ref):
+            expected[members] = cid
+        assert np.array_equal(components(n, pairs), expected)
+        g.add_edges_from(touching.tolist())
+        assert planning_groups(n, pairs, touching) == sorted(
+            sorted(c) for c in nx.connected_components(g)
+        )

@@ -8,21 +8,34 @@ patch area (``(patch_px * pixel_size_m)**2``).
 Candidates come from an R-tree (``rtree``, bulk-loaded) over the footprints' lon/lat bounding
 boxes, so tiles of different UTM zones meet; the exact intersection is then computed in metres,
 vectorised with shapely: in the shared CRS when both tiles have one, otherwise after
-reprojecting the second footprint (densified) into the CRS of the first.  The graph is a
-``networkx.Graph`` whose nodes are tile ids (inserted in ``(start_time, tile_id)`` order) with
-an ``index`` attribute, and whose edges carry the intersection ``area`` in square metres.
+reprojecting the second footprint (densified) into the CRS of the first, in chunks of pairs
+(:class:`AreaJob`, one longitude band each) that a ``map_fn`` may spread over workers.  The
+graph is a ``networkx.Graph`` whose nodes are tile ids (inserted in ``(start_time, tile_id)``
+order) with an ``index`` attribute, and whose edges carry the intersection ``area`` in m2.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import networkx as nx
 import numpy as np
 import shapely
 from rtree import index as rtree_index
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from shapely.geometry.base import BaseGeometry
 
 from ..config import PlanConfig
+from ..crs import reproject
 from ..records import TileRecord
-from .tiles import TileSet
+from .tiles import DENSIFY_M, TileSet
+
+MapFn = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]
+AREA_CHUNK_PAIRS = 8192
+"""Pairs per chunk of exact intersection areas (:class:`AreaJob`)."""
 
 
 def lonlat_rtree(bounds: np.ndarray) -> rtree_index.Index:
@@ -50,13 +63,16 @@ def candidate_pairs(tileset: TileSet) -> np.ndarray:
 
 
 def overlap_edges(
-    tileset: TileSet, candidates: np.ndarray | None = None
+    tileset: TileSet, candidates: np.ndarray | None = None, map_fn: MapFn | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Edges of the overlap graph: ``(m, 2)`` index pairs ``i < j`` and their overlap areas (m2).
 
     Args:
         tileset: the tiles.
         candidates: :func:`candidate_pairs` of ``tileset`` if already computed.
+        map_fn: an order-preserving ``map`` that computes the exact intersection areas of
+            chunks of pairs (:class:`AreaJob`) in parallel; None computes them here.  The
+            edges are the same either way (every area is computed on its own).
     """
     pairs = candidate_pairs(tileset) if candidates is None else candidates
     if len(pairs) == 0:
@@ -72,24 +88,61 @@ def overlap_edges(
     crs = np.array([t.crs for t in tileset.tiles], dtype=object)
     fps = np.array([t.footprint for t in tileset.tiles], dtype=object)
     i, j = pairs[:, 0], pairs[:, 1]
-    same = crs[i] == crs[j]
-    # same CRS: bounding-box prefilter, then exact vectorised intersection areas
-    sel = np.flatnonzero(same)
-    if len(sel):
-        nb = shapely.bounds(fps)
-        bi, bj = nb[i[sel]], nb[j[sel]]
-        w = np.minimum(bi[:, 2], bj[:, 2]) - np.maximum(bi[:, 0], bj[:, 0])
-        h = np.minimum(bi[:, 3], bj[:, 3]) - np.maximum(bi[:, 1], bj[:, 1])
-        box_ok = (w > 0) & (h > 0) & (w * h >= tileset.patch_area)
-        sel = sel[box_ok]
-        areas[sel] = shapely.area(shapely.intersection(fps[i[sel]], fps[j[sel]]))
-    # different CRS: reproject the second footprint into the CRS of the first
-    for k in np.flatnonzero(~same):
-        a, b = int(i[k]), int(j[k])
-        other = tileset.raw_footprint_in(b, tileset.tiles[a].crs)
-        areas[k] = shapely.area(shapely.intersection(fps[a], other))
+    # same CRS: bounding-box prefilter; different CRS: all (the second footprint is reprojected)
+    need = crs[i] != crs[j]
+    nb = shapely.bounds(fps)
+    bi, bj = nb[i], nb[j]
+    w = np.minimum(bi[:, 2], bj[:, 2]) - np.maximum(bi[:, 0], bj[:, 0])
+    h = np.minimum(bi[:, 3], bj[:, 3]) - np.maximum(bi[:, 1], bj[:, 1])
+    need |= (w > 0) & (h > 0) & (w * h >= tileset.patch_area)
+    sel = np.flatnonzero(need)
+    # chunks of pairs in west-to-east order of their first tile, so that a chunk carries the
+    # footprints of one longitude band only; the chunking depends on the tiles alone
+    sel = sel[np.argsort(tileset.lonlat_bounds[i[sel], 0], kind="stable")]
+    chunks = [sel[k : k + AREA_CHUNK_PAIRS] for k in range(0, len(sel), AREA_CHUNK_PAIRS)]
+    jobs = []
+    for chunk in chunks:
+        used, local = np.unique(pairs[chunk], return_inverse=True)
+        jobs.append(
+            AreaJob(tuple(fps[used]), tuple(crs[used]), local.reshape(-1, 2).astype(np.int64))
+        )
+    for chunk, chunk_areas in zip(chunks, (map_fn or map)(pair_areas, jobs)):
+        areas[chunk] = chunk_areas
     keep = areas >= tileset.patch_area * (1 - 1e-9)
     return pairs[keep], areas[keep]
+
+
+@dataclass(frozen=True)
+class AreaJob:
+    """A chunk of the overlap-edge stage: the pairs of footprints whose overlap areas to compute."""
+
+    footprints: tuple[BaseGeometry, ...]
+    """Planning footprints, each in its tile's CRS."""
+    crs: tuple[str, ...]
+    """CRS per footprint."""
+    pairs: np.ndarray
+    """``(m, 2)`` indices into ``footprints``."""
+
+
+def pair_areas(job: AreaJob) -> np.ndarray:
+    """``(m,)`` intersection areas (m2) of the pairs of ``job``, in the CRS of the first tile.
+
+    Pairs of one CRS are intersected vectorised; for the others the second footprint is
+    reprojected (densified, :data:`~.tiles.DENSIFY_M`) into the CRS of the first.
+    """
+    fps = np.array(job.footprints, dtype=object)
+    crs = np.array(job.crs, dtype=object)
+    i, j = job.pairs[:, 0], job.pairs[:, 1]
+    areas = np.zeros(len(job.pairs))
+    same = crs[i] == crs[j]
+    sel = np.flatnonzero(same)
+    if len(sel):
+        areas[sel] = shapely.area(shapely.intersection(fps[i[sel]], fps[j[sel]]))
+    for k in np.flatnonzero(~same).tolist():
+        a, b = int(i[k]), int(j[k])
+        other = reproject(fps[b], crs[b], crs[a], DENSIFY_M)
+        areas[k] = shapely.area(shapely.intersection(fps[a], other))
+    return areas
 
 
 def graph_from_edges(tileset: TileSet, pairs: np.ndarray, areas: np.ndarray) -> nx.Graph:
@@ -121,14 +174,21 @@ def adjacency(n: int, pairs: np.ndarray) -> list[frozenset[int]]:
 
 def components(n: int, pairs: np.ndarray) -> np.ndarray:
     """Connected-component id per tile index, numbered by their smallest tile index."""
-    g = nx.Graph()
-    g.add_nodes_from(range(n))
-    g.add_edges_from(pairs.tolist())
-    comps = sorted((min(c), sorted(c)) for c in nx.connected_components(g))
-    out = np.zeros(n, dtype=np.int64)
-    for cid, (_, members) in enumerate(comps):
-        out[members] = cid
-    return out
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    labels = _labels(n, pairs)
+    first = np.full(int(labels.max()) + 1, n, dtype=np.int64)
+    np.minimum.at(first, labels, np.arange(n))
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[labels]
+
+
+def _labels(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Connected-component labels (arbitrary numbering) of ``n`` nodes and ``(m, 2)`` edges."""
+    pairs = pairs.reshape(-1, 2)
+    adj = coo_matrix((np.ones(len(pairs), dtype=np.int32), (pairs[:, 0], pairs[:, 1])), (n, n))
+    return np.asarray(connected_components(adj, directed=False)[1], dtype=np.int64)
 
 
 def touching_pairs(
@@ -167,8 +227,9 @@ def planning_groups(n: int, pairs: np.ndarray, touching: np.ndarray) -> list[lis
     A group is a connected component of the overlap graph together with every component whose
     tiles touch it (``touching``): no patch of one group can overlap a patch of another.
     """
-    g = nx.Graph()
-    g.add_nodes_from(range(n))
-    g.add_edges_from(pairs.tolist())
-    g.add_edges_from(touching.tolist())
-    return sorted(sorted(c) for c in nx.connected_components(g))
+    if n == 0:
+        return []
+    comp = components(n, np.concatenate([pairs.reshape(-1, 2), touching.reshape(-1, 2)]))
+    order = np.argsort(comp, kind="stable")  # members ascending within each group
+    starts = np.flatnonzero(np.diff(comp[order]) != 0) + 1
+    return [part.tolist() for part in np.split(order, starts)]

@@ -8,7 +8,11 @@ one patch take no part.  Stages (each timed in the summary):
    components of the graph, merged where tiles of two components touch (consecutive tiles of a
    datatake, tiles overlapping by less than a patch), so that patches of different groups can
    never overlap and every group is planned on its own, by a plain function
-   (:func:`plan_group`), in this process or on Dask workers through ``map_fn``.
+   (:func:`plan_group`), in this process or on Dask workers through ``map_fn``.  The exact
+   overlap areas, the bulk of this stage, are computed in chunks through the same ``map_fn``.
+   Each group's job carries only its own tiles (:meth:`.TileSet.subset`, checked and
+   reprojected once) and edges; groups go out largest first, in batches of about
+   :data:`BATCH_TILES` tiles.
 2. ``tuples``: the n-tuple beam search (:mod:`.tuples`) of the group.
 3. ``placement``: regions are processed longest series first.  Multi-timestamp tuples in order of
    (more tiles first, larger intersection area first, smaller sorted member indices first); each
@@ -25,7 +29,9 @@ one patch take no part.  Stages (each timed in the summary):
 5. ``windows``: patch grids and per-view source windows.  A view on the patch's lattice gets
    exactly ``patch_grid.window_in(tile.grid)``; a view from another frame gets the window of the
    patch box (densified, reprojected into the tile CRS) padded by ``resample_pad_px`` and
-   clipped to the tile, and ``resampled=True``.
+   clipped to the tile, and ``resampled=True``.  A group returns its patches as columns
+   (:class:`GroupPlan`: a few arrays, cheap to send back from a worker); ``merge`` turns the
+   columns of all groups into :class:`~spectralearth_build.plan.PlannedPatch` records.
 
 Plan order: more views first, then group (by its earliest tile), then placement order inside the
 group.  Patch ids are 0..N-1 in that order.  Groups are independent and all iteration runs over
@@ -37,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pickle
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -61,7 +68,7 @@ from .graph import (
     planning_groups,
     touching_pairs,
 )
-from .patches import Placed, Placer
+from .patches import Placer
 from .tiles import TileSet, reproject
 from .tuples import search
 
@@ -93,21 +100,52 @@ class PlanResult:
 class GroupJob:
     """One planning group: its tiles (planning footprints, time order) and overlap edges."""
 
-    tiles: tuple[TileRecord, ...]
+    tileset: TileSet
+    """The group's tiles (:meth:`TileSet.subset` of the archive's)."""
     pairs: np.ndarray
-    """``(m, 2)`` overlap edges as indices into ``tiles``."""
-    components: tuple[int, ...]
-    """Component id (of the whole archive's overlap graph) per tile."""
+    """``(m, 2)`` overlap edges as indices into ``tileset``."""
+    components: np.ndarray
+    """``(n,)`` component id (of the whole archive's overlap graph) per tile."""
 
 
 @dataclass(frozen=True)
 class GroupPlan:
-    """The patches of one group (ids 0..n-1 in group order) and its statistics."""
+    """The patches of one group in group order, as columns, and the group's statistics.
 
-    patches: list[PlannedPatch]
+    Columns rather than :class:`~spectralearth_build.plan.PlannedPatch` objects, so that a plan
+    travels from a worker as a few arrays (cheap to pickle); :func:`_merge` makes the patches.
+    Patch ``k`` has the ``patch_px`` x ``patch_px`` grid whose north-west corner is
+    ``origin[k]`` in the CRS of frame ``frame[k]`` and the views
+    ``view_start[k]:view_start[k + 1]`` (ascending time).
+    """
+
+    frame_crs: tuple[str, ...]
+    """CRS per frame of the group."""
+    frame: np.ndarray
+    """``(p,)`` frame index per patch."""
+    origin: np.ndarray
+    """``(p, 2)`` ``x_west, y_north`` of each patch grid, metres."""
+    component: np.ndarray
+    """``(p,)`` component id per patch."""
+    view_start: np.ndarray
+    """``(p + 1,)`` offsets of the patches' views in the ``view_*`` columns."""
+    view_tile: np.ndarray
+    """``(v,)`` tile index (into the group's tiles) per view."""
+    view_window: np.ndarray
+    """``(v, 4)`` ``row_off, col_off, height, width`` of each view in its tile's grid, pixels."""
+    view_resampled: np.ndarray
+    """``(v,)`` True where the view's tile is on another frame than the patch."""
     tuples_by_size: dict[int, int]
     placed_by_tuple_size: dict[int, int]
     seconds: dict[str, float]
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def n_views(self) -> np.ndarray:
+        """``(p,)`` views per patch."""
+        return np.diff(self.view_start)
 
 
 def plan_patches(
@@ -133,20 +171,19 @@ def plan_patches(
     """
     seconds: dict[str, float] = {}
     t_start = t0 = time.perf_counter()
+    mapper: MapFn = map if map_fn is None else _pickled_items(map_fn)  # type: ignore[assignment]
     tileset = TileSet.build(tiles, config)
     n = len(tileset)
     candidates = candidate_pairs(tileset)
-    pairs, areas = overlap_edges(tileset, candidates)
+    pairs, areas = overlap_edges(tileset, candidates, mapper)
     graph = graph_from_edges(tileset, pairs, areas)
     comp = components(n, pairs)
-    nbrs = adjacency(n, pairs)
     touching = touching_pairs(tileset, candidates, comp, tileset.res)
     groups = planning_groups(n, pairs, touching)
     seconds["graph"] = time.perf_counter() - t0
 
     jobs = _group_jobs(tileset, pairs, comp, groups)
     batches = _batches(jobs)
-    mapper: MapFn = map_fn or map  # type: ignore[assignment]
     plans: list[GroupPlan | None] = [None] * len(jobs)
     for batch, result in zip(
         batches, mapper(_PlanBatch(config), [[jobs[g] for g in b] for b in batches])
@@ -158,12 +195,7 @@ def plan_patches(
         seconds[stage] = sum(p.seconds[stage] for p in done)
 
     t0 = time.perf_counter()
-    order = sorted(
-        ((-p.n_views, g, k) for g, plan in enumerate(done) for k, p in enumerate(plan.patches)),
-    )
-    patches = [
-        dataclasses.replace(done[g].patches[k], patch_id=pid) for pid, (_, g, k) in enumerate(order)
-    ]
+    patches = _merge(jobs, done, config)
     seconds["merge"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - t_start
 
@@ -172,7 +204,7 @@ def plan_patches(
     for plan in done:
         tuples_by_size.update(plan.tuples_by_size)
         placed_by_size.update(plan.placed_by_tuple_size)
-    summary = _summary(tileset, pairs, comp, nbrs, groups, tuples_by_size, placed_by_size, patches)
+    summary = _summary(tileset, pairs, comp, groups, tuples_by_size, placed_by_size, done)
     summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     return PlanResult(patches, summary, graph)
 
@@ -190,9 +222,9 @@ def _group_jobs(
         by_group[int(group_of[a])].append((int(local[a]), int(local[b])))
     return [
         GroupJob(
-            tuple(tileset.tiles[i] for i in members),
+            tileset.subset(members),
             np.array(by_group[g], dtype=np.int64).reshape(-1, 2),
-            tuple(int(comp[i]) for i in members),
+            comp[members],
         )
         for g, members in enumerate(groups)
     ]
@@ -203,19 +235,44 @@ def _batches(jobs: list[GroupJob]) -> list[list[int]]:
 
     Depends on the groups only (never on the number of workers).
     """
-    order = sorted(range(len(jobs)), key=lambda g: (-len(jobs[g].tiles), g))
+    order = sorted(range(len(jobs)), key=lambda g: (-len(jobs[g].tileset), g))
     batches: list[list[int]] = []
     current: list[int] = []
     size = 0
     for g in order:
-        if current and size + len(jobs[g].tiles) > BATCH_TILES:
+        if current and size + len(jobs[g].tileset) > BATCH_TILES:
             batches.append(current)
             current, size = [], 0
         current.append(g)
-        size += len(jobs[g].tiles)
+        size += len(jobs[g].tileset)
     if current:
         batches.append(current)
     return batches
+
+
+def _pickled_items(map_fn: MapFn) -> MapFn:
+    """``map_fn`` with every item sent as pickled bytes and unpickled by the task.
+
+    Dask passes bytes on as they are, whereas objects inside a task (tiles with their
+    footprints) are unpickled and pickled again on their way through the scheduler, which runs
+    in this process and would take several CPU seconds from it.
+    """
+
+    def mapper(fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        blobs = [pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL) for item in items]
+        return map_fn(_Unpickle(fn), blobs)
+
+    return mapper
+
+
+class _Unpickle:
+    """Picklable ``fn(pickle.loads(blob))``."""
+
+    def __init__(self, fn: Callable[[Any], Any]):
+        self.fn = fn
+
+    def __call__(self, blob: bytes) -> Any:
+        return self.fn(pickle.loads(blob))
 
 
 class _PlanBatch:
@@ -231,7 +288,7 @@ class _PlanBatch:
 def plan_group(job: GroupJob, config: PlanConfig) -> GroupPlan:
     """Plan one group: tuples, placement, views and windows (a plain function, no I/O)."""
     seconds: dict[str, float] = {}
-    tileset = TileSet.build(list(job.tiles), config)
+    tileset = dataclasses.replace(job.tileset, config=config, _cache={}, _bounds={})
     pairs = job.pairs
     nbrs = adjacency(len(tileset), pairs)
 
@@ -266,19 +323,65 @@ def plan_group(job: GroupJob, config: PlanConfig) -> GroupPlan:
 
     t0 = time.perf_counter()
     order = sorted(range(len(placer.placed)), key=lambda p: (-len(views[p]), p))
-    patches = [
-        _planned_patch(
-            tileset, placer, placer.placed[p], views[p], pid, job.components[views[p][0]]
-        )
-        for pid, p in enumerate(order)
-    ]
+    origin = np.zeros((len(order), 2))
+    view_tile: list[int] = []
+    view_window: list[tuple[int, int, int, int]] = []
+    view_resampled: list[bool] = []
+    view_start = [0]
+    for k, p in enumerate(order):
+        placed = placer.placed[p]
+        x0, _, _, y1 = placer.patch_box(placed.frame, placed.ci, placed.cj)
+        origin[k] = x0, y1
+        for v in views[p]:
+            window, resampled = _view_window(tileset, placed.frame, x0, y1, v)
+            view_tile.append(v)
+            view_window.append(window)
+            view_resampled.append(resampled)
+        view_start.append(len(view_tile))
     seconds["windows"] = time.perf_counter() - t0
     return GroupPlan(
-        patches,
-        {int(k): int(v) for k, v in stats.get("tuples_by_size", {}).items()},
-        dict(Counter(len(p.members) for p in placer.placed)),
-        seconds,
+        frame_crs=tuple(f.crs for f in tileset.frames),
+        frame=np.array([placer.placed[p].frame for p in order], dtype=np.int64),
+        origin=origin,
+        component=np.array([job.components[views[p][0]] for p in order], dtype=np.int64),
+        view_start=np.array(view_start, dtype=np.int64),
+        view_tile=np.array(view_tile, dtype=np.int64),
+        view_window=np.array(view_window, dtype=np.int64).reshape(-1, 4),
+        view_resampled=np.array(view_resampled, dtype=bool),
+        tuples_by_size={int(k): int(v) for k, v in stats.get("tuples_by_size", {}).items()},
+        placed_by_tuple_size=dict(Counter(len(p.members) for p in placer.placed)),
+        seconds=seconds,
     )
+
+
+def _merge(jobs: list[GroupJob], plans: list[GroupPlan], config: PlanConfig) -> list[PlannedPatch]:
+    """The patches of all groups in plan order (more views, group, group order), ids 0..N-1."""
+    n_views = np.concatenate([p.n_views for p in plans] + [np.zeros(0, np.int64)])
+    group = np.concatenate([np.full(len(p), g) for g, p in enumerate(plans)] + [np.zeros(0)])
+    rank = np.concatenate([np.arange(len(p)) for p in plans] + [np.zeros(0)])
+    order = np.lexsort((rank, group, -n_views))
+    res, size = config.pixel_size_m, config.patch_px
+    columns = []
+    for job, plan in zip(jobs, plans):
+        tiles = job.tileset.tiles
+        views = [
+            PatchView(tiles[t].tile_id, tiles[t].start_time, Window(*w), r)
+            for t, w, r in zip(
+                plan.view_tile.tolist(), plan.view_window.tolist(), plan.view_resampled.tolist()
+            )
+        ]
+        crs = [plan.frame_crs[f] for f in plan.frame.tolist()]
+        columns.append(
+            (crs, plan.origin.tolist(), plan.view_start.tolist(), views, plan.component.tolist())
+        )
+    patches = []
+    for pid, (g, k) in enumerate(zip(group[order].tolist(), rank[order].tolist())):
+        crs, origin, start, views, comp = columns[int(g)]
+        k = int(k)
+        x0, y1 = origin[k]
+        grid = PixelGrid(crs[k], (res, 0.0, x0, 0.0, -res, y1), (size, size))
+        patches.append(PlannedPatch(pid, grid, tuple(views[start[k] : start[k + 1]]), comp[k]))
+    return patches
 
 
 # -- view completion ---------------------------------------------------------------------------
@@ -327,39 +430,35 @@ def _complete_views(
 
 
 # -- patch records ---------------------------------------------------------------------------
-def _planned_patch(
-    tileset: TileSet,
-    placer: Placer,
-    p: Placed,
-    views: tuple[int, ...],
-    patch_id: int,
-    component: int,
-) -> PlannedPatch:
+def _view_window(
+    tileset: TileSet, frame: int, x0: float, y1: float, v: int
+) -> tuple[tuple[int, int, int, int], bool]:
+    """Source window of tile ``v`` for a patch, and whether the view is resampled.
+
+    The patch has its north-west corner at ``(x0, y1)`` in ``frame``; the window is
+    ``(row_off, col_off, height, width)`` in the tile's grid, pixels.
+    """
     res = tileset.res
     size = tileset.config.patch_px
-    x0, _, _, y1 = placer.patch_box(p.frame, p.ci, p.cj)
-    crs = tileset.frames[p.frame].crs
-    grid = PixelGrid(crs, (res, 0.0, x0, 0.0, -res, y1), (size, size))
-    out = []
-    for v in views:
-        tile = tileset.tiles[v]
-        if tileset.frame_of[v] == p.frame:
-            window = Window(
-                round((tile.grid.transform[5] - y1) / res),
-                round((x0 - tile.grid.transform[2]) / res),
-                size,
-                size,
-            )
-            resampled = False
-        else:
-            window = _resampled_window(tileset, grid, tile)
-            resampled = True
-        if not tile.grid.contains_window(window):
-            raise AssertionError(
-                f"patch window {window} falls outside tile {tile.tile_id} ({tile.grid.shape_yx})"
-            )
-        out.append(PatchView(tile.tile_id, tile.start_time, window, resampled))
-    return PlannedPatch(patch_id, grid, tuple(out), component)
+    tile = tileset.tiles[v]
+    if tileset.frame_of[v] == frame:
+        window = Window(
+            round((tile.grid.transform[5] - y1) / res),
+            round((x0 - tile.grid.transform[2]) / res),
+            size,
+            size,
+        )
+        resampled = False
+    else:
+        crs = tileset.frames[frame].crs
+        grid = PixelGrid(crs, (res, 0.0, x0, 0.0, -res, y1), (size, size))
+        window = _resampled_window(tileset, grid, tile)
+        resampled = True
+    if not tile.grid.contains_window(window):
+        raise AssertionError(
+            f"patch window {window} falls outside tile {tile.tile_id} ({tile.grid.shape_yx})"
+        )
+    return (window.row_off, window.col_off, window.height, window.width), resampled
 
 
 def _resampled_window(tileset: TileSet, grid: PixelGrid, tile: TileRecord) -> Window:
@@ -380,16 +479,16 @@ def _summary(
     tileset: TileSet,
     pairs: np.ndarray,
     comp: np.ndarray,
-    nbrs: list[frozenset[int]],
     groups: list[list[int]],
     tuples_by_size: Counter[int],
     placed_by_size: Counter[int],
-    patches: list[PlannedPatch],
+    plans: list[GroupPlan],
 ) -> dict[str, Any]:
-    degrees = np.array([len(s) for s in nbrs], dtype=np.int64)
+    degrees = np.bincount(pairs.reshape(-1), minlength=len(tileset))
     comp_sizes = np.bincount(comp) if len(comp) else np.zeros(0, dtype=np.int64)
     size_hist = Counter(comp_sizes.tolist())
-    by_t = Counter(p.n_views for p in patches)
+    n_views = np.concatenate([p.n_views for p in plans] + [np.zeros(0, np.int64)])
+    by_t = Counter(n_views.tolist())
     return {
         "tiles": len(tileset),
         "tiles_without_clear_patch": len(tileset.excluded),
@@ -404,10 +503,10 @@ def _summary(
         "mean_degree": round(float(degrees.mean()), 3) if len(degrees) else 0.0,
         "tiles_with_degree_30_or_more": int((degrees >= 30).sum()),
         "tuples_by_size": {str(k): tuples_by_size[k] for k in sorted(tuples_by_size)},
-        "patches": len(patches),
+        "patches": len(n_views),
         "multi_timestamp_patches": sum(n for t, n in by_t.items() if t >= 2),
         "patches_by_timestamps": {str(k): by_t[k] for k in sorted(by_t)},
         "placed_by_tuple_size": {str(k): placed_by_size[k] for k in sorted(placed_by_size)},
-        "views": sum(p.n_views for p in patches),
-        "resampled_views": sum(v.resampled for p in patches for v in p.views),
+        "views": int(n_views.sum()),
+        "resampled_views": sum(int(p.view_resampled.sum()) for p in plans),
     }

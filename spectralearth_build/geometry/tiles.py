@@ -123,6 +123,29 @@ class TileSet:
         out.lonlat_bounds = out._compute_lonlat_bounds()
         return out
 
+    def subset(self, idx: list[int]) -> TileSet:
+        """Tiles ``idx`` (ascending indices) as a set of their own, without re-checking them.
+
+        Equal to ``TileSet.build([self.tiles[i] for i in idx], self.config)``: the same tile
+        order, the frames the tiles use (in the same order, renumbered) and the same lon/lat
+        boxes, but the checks and reprojections are not done again.
+        """
+        sel = np.asarray(idx, dtype=np.int64)
+        if len(sel) > 1 and not bool(np.all(sel[1:] > sel[:-1])):
+            raise ValueError("subset indices must be ascending")
+        used = sorted(set(self.frame_of[sel].tolist()))
+        renumber = np.zeros(len(self.frames), dtype=np.int64)
+        renumber[used] = np.arange(len(used))
+        return TileSet(
+            tiles=tuple(self.tiles[i] for i in sel.tolist()),
+            config=self.config,
+            frames=tuple(self.frames[f] for f in used),
+            frame_of=renumber[self.frame_of[sel]],
+            lonlat_bounds=self.lonlat_bounds[sel],
+            datatakes=self.datatakes[sel],
+            times_s=self.times_s[sel],
+        )
+
     # -- sizes -------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.tiles)
