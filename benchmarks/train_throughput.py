@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spectralearth_build.train.models import SpectralAdapter, build_backbone
+from spectralearth_build.train.models.adapter import triton_available
 
 ROOT = Path(__file__).resolve().parent
 BANDS = 202
@@ -336,7 +337,7 @@ class Case:
     def __init__(self, args: argparse.Namespace, model: str, method: str, impl: str, methods: Any):
         table, _, rand_cls = methods
         kw = dict(args.model_kw) if model.startswith("spec_vit") else {}
-        adapter = "reference" if impl == "reference" else "fast"
+        adapter = "reference" if impl == "reference" else args.adapter
         bb = build_backbone(model, adapter_impl=adapter, adapter_recompute=args.recompute, **kw)
         self.method = table[method](bb).to(args.device)
         self.name, self.impl, self.device = method, impl, args.device
@@ -469,6 +470,8 @@ def adapter_alone(args: argparse.Namespace, batch: int) -> list[dict]:
         ("fast_recompute", {"impl": "fast", "recompute": True}),
         ("fast_bn_module", {"impl": "fast", "fold": False}),
     ]
+    if args.device == "cuda" and triton_available():
+        variants.append(("triton", {"impl": "triton"}))
     if args.device == "cuda" and args.compile_adapter:
         variants.append(("fast_compiled", {"impl": "fast", "compile": True}))
     x = synthetic_views(1, batch, args.px, args.device)[0]
@@ -519,36 +522,45 @@ def adapter_alone(args: argparse.Namespace, batch: int) -> list[dict]:
 
 
 def equality_check(args: argparse.Namespace) -> dict[str, Any]:
-    """Fast vs reference adapter on this device: train-mode forward, gradients, running stats."""
-    torch.manual_seed(0)
-    ref = SpectralAdapter(impl="reference").to(args.device).train()
-    fast = copy.deepcopy(ref)
-    fast.impl = "fast"
+    """Our adapters vs the reference on this device: outputs, gradients, running statistics."""
+    impls = ["fast"] + (["triton"] if args.device == "cuda" and triton_available() else [])
     x = torch.randn(4, BANDS, 32, 32, device=args.device)
     res: dict[str, Any] = {}
-    for label, autocast in (("float32", False), ("bf16_autocast", True)):
-        if autocast and args.device != "cuda":
-            continue
-        outs, grads = [], []
-        for m in (ref, fast):
-            with torch.autocast(args.device, dtype=torch.bfloat16, enabled=autocast):
-                y = m(x)
-            y.float().square().mean().backward()
-            outs.append(y.float().detach())
-            grads.append({n: p.grad.clone() for n, p in m.named_parameters()})
-            m.zero_grad(set_to_none=True)
-        scale = outs[0].abs().max().item()
-        res[label] = {
-            "out_max_abs_diff_rel": (outs[0] - outs[1]).abs().max().item() / scale,
-            "grad_max_abs_diff_rel": max(
-                (
-                    (grads[0][n] - grads[1][n]).abs().max()
-                    / grads[0][n].abs().max().clamp_min(1e-12)
-                ).item()
-                for n in grads[0]
-                if not n.endswith("bias") or n.startswith(("1.", "4.", "7."))
-            ),
-        }
+    for impl in impls:
+        torch.manual_seed(0)
+        ref = SpectralAdapter(impl="reference").to(args.device).train()
+        ours = copy.deepcopy(ref)
+        ours.impl = impl
+        r: dict[str, Any] = {}
+        for label, autocast in (("float32", False), ("bf16_autocast", True)):
+            if autocast and args.device != "cuda":
+                continue
+            outs, grads = [], []
+            for m in (ref, ours):
+                with torch.autocast(args.device, dtype=torch.bfloat16, enabled=autocast):
+                    y = m(x)
+                y.float().square().mean().backward()
+                outs.append(y.float().detach())
+                grads.append({n: p.grad.clone() for n, p in m.named_parameters()})
+                m.zero_grad(set_to_none=True)
+            scale = outs[0].abs().max().item()
+            r[label] = {
+                "out_max_abs_diff_rel": (outs[0] - outs[1]).abs().max().item() / scale,
+                "grad_max_abs_diff_rel": max(
+                    (
+                        (grads[0][n] - grads[1][n]).abs().max()
+                        / grads[0][n].abs().max().clamp_min(1e-12)
+                    ).item()
+                    for n in grads[0]
+                    # conv biases before a training-mode BatchNorm have ~zero true gradients
+                    if not n.endswith("bias") or n.startswith(("1.", "4.", "7."))
+                ),
+            }
+        sd0, sd1 = ref.state_dict(), ours.state_dict()
+        r["running_stats_max_abs_diff"] = max(
+            (sd0[k].float() - sd1[k].float()).abs().max().item() for k in sd0
+        )
+        res[impl] = r
     if args.device == "cuda":
         a = torch.randn(64, 8, device="cuda", dtype=torch.bfloat16)
         try:
@@ -556,16 +568,19 @@ def equality_check(args: argparse.Namespace) -> dict[str, Any]:
             res["mm_out_dtype"] = True
         except Exception:  # noqa: BLE001
             res["mm_out_dtype"] = False
-    sd0, sd1 = ref.state_dict(), fast.state_dict()
-    res["running_stats_max_abs_diff"] = max(
-        (sd0[k].float() - sd1[k].float()).abs().max().item() for k in sd0
-    )
     return res
 
 
 def _cycle(loader: Any) -> Any:
+    """Batches of ``loader`` over and over; fails on a loader with no batch (a store smaller
+    than one batch with ``drop_last``), which would otherwise spin forever."""
     while True:
-        yield from loader
+        n = 0
+        for batch in loader:
+            n += 1
+            yield batch
+        if n == 0:
+            raise ValueError("the loader yields no batch: the store has fewer samples than a batch")
 
 
 def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
@@ -641,6 +656,12 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile our method step")
     ap.add_argument("--compile-adapter", action="store_true", help="also time a compiled adapter")
     ap.add_argument("--recompute", action="store_true", help="our adapter recomputes layer 1")
+    ap.add_argument(
+        "--adapter",
+        default="auto",
+        choices=["auto", "fast", "triton"],
+        help="our adapter (auto: triton on CUDA where Triton imports, else fast)",
+    )
     ap.add_argument("--skip-adapter", action="store_true")
     ap.add_argument("--data", default=None, help="a built store for the end-to-end mode")
     ap.add_argument("--e2e-batch", type=int, default=None)
@@ -657,6 +678,8 @@ def main() -> None:
     args.steps = args.steps or (1 if tiny else 5)
     args.warmup = args.warmup if args.warmup is not None else (1 if tiny else 2)
     args.e2e_batch = args.e2e_batch or batches[-1]
+    if args.adapter == "auto":
+        args.adapter = "triton" if args.device == "cuda" and triton_available() else "fast"
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
     t_start = time.perf_counter()
@@ -679,7 +702,7 @@ def main() -> None:
         "peak_flops": peak,
         "methods_source": methods[1],
         "ours": {
-            "adapter": "fast",
+            "adapter": args.adapter,
             "recompute": args.recompute,
             "compile": args.compile,
             "optimiser": "fused" if args.device == "cuda" else "default",
@@ -752,7 +775,7 @@ def main() -> None:
             if k.startswith("spec_vit_small") and k.endswith(f"/{big}")
         },
         "target_step_speedup": 3.0,
-        "adapter_fwd_bwd_speedup_at_largest_batch": ad.get(("fast", big), {}).get(
+        "adapter_fwd_bwd_speedup_at_largest_batch": ad.get((args.adapter, big), {}).get(
             "speedup_vs_reference"
         ),
         "target_adapter_speedup": 5.0,

@@ -125,6 +125,7 @@ def build_dataset(
     resume: bool = False,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    then: Callable[[Any], None] | None = None,
 ) -> BuildReport:
     """Scan ``tiles``, plan and extract into ``out``; continue an earlier build found there.
 
@@ -138,6 +139,9 @@ def build_dataset(
         resume: require an existing build in ``out`` (a rerun continues one anyway).
         progress: show progress bars.
         log: called with one-line status messages (e.g. ``click.echo``).
+        then: more work on the finished dataset, called with the build's own Dask client (None
+            without Dask) before the report page is written, also when ``out`` was complete
+            already: label pairing (``build-dataset --labels``) runs on the build's workers.
 
     Returns:
         The :class:`BuildReport` (also written to ``OUT/report.json``).
@@ -156,7 +160,7 @@ def build_dataset(
     if st.is_complete(out) and not (out / fmt.MANIFEST).exists():
         raise InputError(f"{out}: complete marker without build manifest")
     with output_errors(out):
-        return _build(tiles, out, config, workers, scheduler, resume, progress, say)
+        return _build(tiles, out, config, workers, scheduler, resume, progress, say, then)
 
 
 def _build(
@@ -168,6 +172,7 @@ def _build(
     resume: bool,
     progress: bool,
     say: Callable[[str], None],
+    then: Callable[[Any], None] | None,
 ) -> BuildReport:
     """The body of :func:`build_dataset` (write errors are turned into domain errors there)."""
     from .catalog import read_catalog, scan, summarize, tile_records, write_catalog
@@ -180,6 +185,10 @@ def _build(
     continued = st.check_or_write_manifest(out, st.build_manifest(config, tiles), resume)
     if continued and st.is_complete(out):
         say(f"{out} is already complete")
+        if then is not None:
+            with dask_client(workers, scheduler) as client:
+                then(client)
+            say(f"report: {write_report(out)}")
         return BuildReport.from_dict(json.loads((out / fmt.REPORT).read_text()))
     if continued:
         say(f"continuing the build in {out}")
@@ -220,5 +229,7 @@ def _build(
         reader = EnmapReader.from_catalog(catalog)
         wavelengths, fwhm = kept_band_wavelengths(catalog, config)
         extract_dataset(out, patches, reader, config, client, wavelengths, fwhm, progress, report)
+        if then is not None:
+            then(client)
     say(f"report: {write_report(out)}")
     return report

@@ -285,15 +285,19 @@ def write_catalog(catalog: gpd.GeoDataFrame, path: str | Path, config: BuildConf
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    catalog.to_parquet(tmp, index=False, schema_version="1.0.0")
     import pyarrow.parquet as pq
 
-    table = pq.read_table(tmp)
-    meta = dict(table.schema.metadata or {})
-    meta[b"spectralearth_build"] = json.dumps(
-        {"kind": "catalog", "version": CATALOG_VERSION, "config": config.to_dict()}
-    ).encode()
-    pq.write_table(table.replace_schema_metadata(meta), tmp)
+    try:
+        catalog.to_parquet(tmp, index=False, schema_version="1.0.0")
+        table = pq.read_table(tmp)
+        meta = dict(table.schema.metadata or {})
+        meta[b"spectralearth_build"] = json.dumps(
+            {"kind": "catalog", "version": CATALOG_VERSION, "config": config.to_dict()}
+        ).encode()
+        pq.write_table(table.replace_schema_metadata(meta), tmp)
+    except OSError:  # a full disk: leave no half-written file behind
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
 
 

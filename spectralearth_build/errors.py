@@ -8,6 +8,7 @@ pulling in rasterio; the modules that raise them (:mod:`.config`, :mod:`.enmap.m
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,10 +48,11 @@ NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 
 @contextmanager
-def output_errors(out: str | Path) -> Iterator[None]:
+def output_errors(out: str | Path, rerun: str = "rerun with --resume") -> Iterator[None]:
     """Turn "no space" OS errors while writing under ``out`` into :class:`OutputWriteError`.
 
-    The message names the file when the error carries it (else ``out``) and says how to go on.
+    The message names the file when the error carries it (else ``out``) and says how to go on
+    (``free space and <rerun>``).
     """
     try:
         yield
@@ -58,10 +60,34 @@ def output_errors(out: str | Path) -> Iterator[None]:
         if exc.errno not in NO_SPACE_ERRNOS:
             raise
         where = exc.filename or out
+        # the system's words for the errno: pyarrow's strerror wraps them in its own text
         raise OutputWriteError(
-            f"cannot write {where}: {exc.strerror or 'no space'} (file system full or a file "
-            "size limit reached); free space and rerun with --resume"
+            f"cannot write {where}: {os.strerror(exc.errno)} (file system full or a file "
+            f"size limit reached); free space and {rerun}"
         ) from exc
+
+
+@contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """Give an ``OSError`` raised inside that carries no file name the name ``path``.
+
+    For writers that lose it (zarr's attribute writes), so :func:`output_errors` names the file.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
+
+
+def error_line(exc: BaseException) -> str:
+    """One line of an I/O error's text: GDAL's own message when rasterio wrapped it."""
+    cause = exc.__cause__ or exc.__context__
+    text = str(exc)
+    if cause is not None and "previous exception" in text:
+        text = str(cause)
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 USER_ERRORS: tuple[type[BaseException], ...] = (

@@ -153,13 +153,19 @@ def write_plan(
     path.parent.mkdir(parents=True, exist_ok=True)
     frame = patches_to_frame(patches)
     tmp = path.with_name(path.name + ".tmp")
-    frame.to_parquet(tmp, index=False, schema_version="1.0.0")
-    table = pq.read_table(tmp)
-    meta = dict(table.schema.metadata or {})
-    meta[b"spectralearth_build"] = json.dumps(
-        {"kind": "plan", "version": PLAN_VERSION, **(metadata or {})}, sort_keys=True, default=str
-    ).encode()
-    pq.write_table(table.replace_schema_metadata(meta), tmp)
+    try:
+        frame.to_parquet(tmp, index=False, schema_version="1.0.0")
+        table = pq.read_table(tmp)
+        meta = dict(table.schema.metadata or {})
+        meta[b"spectralearth_build"] = json.dumps(
+            {"kind": "plan", "version": PLAN_VERSION, **(metadata or {})},
+            sort_keys=True,
+            default=str,
+        ).encode()
+        pq.write_table(table.replace_schema_metadata(meta), tmp)
+    except OSError:  # a full disk: leave no half-written file behind
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
 
 

@@ -179,8 +179,8 @@ def manifest_products(archive: Path) -> list[dict[str, Any]]:
 
 KILL_AT = """
 import importlib, os, signal, sys
-mod, attr, nth, when = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-del sys.argv[1:5]
+mod, attr, nth, when, entry = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+del sys.argv[1:6]
 module = importlib.import_module(mod)
 real = getattr(module, attr)
 calls = [0]
@@ -197,21 +197,43 @@ def hooked(*args, **kwargs):
 
 
 setattr(module, attr, hooked)
-from spectralearth_build.cli import build_dataset_main
+from spectralearth_build import cli
 
-build_dataset_main()
+getattr(cli, entry)()
 """
-"""A ``build-dataset`` that kills itself (SIGKILL) at the ``nth`` call of ``module.attr``."""
+"""A CLI entry point (``cli.<entry>``) that kills itself (SIGKILL) at the ``nth`` call of
+``module.attr``, ``before`` or ``after`` it runs."""
+
+
+def run_killed(
+    args: list[str], point: tuple[str, str, int, str], entry: str = "main"
+) -> subprocess.CompletedProcess[str]:
+    """Run ``cli.<entry>`` with ``args`` in a new interpreter, killed at ``point``."""
+    cmd = [sys.executable, "-c", KILL_AT, point[0], point[1], str(point[2]), point[3], entry]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env)
 
 
 def run_killed_build(
     tiles: Path, out: Path, config: Path, point: tuple[str, str, int, str], *extra: str
 ) -> subprocess.CompletedProcess[str]:
-    cmd = build_cmd(tiles, out, config, *extra)
-    cmd[2] = KILL_AT
-    cmd[3:3] = [point[0], point[1], str(point[2]), point[3]]
+    return run_killed(build_cmd(tiles, out, config, *extra)[3:], point, "build_dataset_main")
+
+
+def run_cli(args: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+    """``spectralearth-build ARGS`` in a new interpreter."""
+    cmd = [sys.executable, "-c", "from spectralearth_build.cli import main; main()", *args]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run(cmd, capture_output=True, text=True, env=env)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, **kw)
+
+
+def tree_bytes(root: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """Every file under ``root`` by relative path (those under a ``skip`` folder left out)."""
+    return {
+        str(f.relative_to(root)): f.read_bytes()
+        for f in sorted(root.rglob("*"))
+        if f.is_file() and not any(str(f.relative_to(root)).startswith(s) for s in skip)
+    }
 
 
 def clone_product(folder: Path, dest_root: Path, number: int) -> Path:
@@ -226,3 +248,29 @@ def clone_product(folder: Path, dest_root: Path, number: int) -> Path:
             data = data.replace(stem.encode(), new.encode())
         (out / f.name.replace(stem, new)).write_bytes(data)
     return out
+
+
+PROBE = (
+    "d=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs $d; rc=$?; umount $d; rmdir $d; exit $rc"
+)
+
+
+def tmpfs_prefix() -> list[str]:
+    """``unshare`` into new user and mount namespaces (so an unprivileged user can mount a tmpfs).
+
+    Skips with the reason when this machine or container does not allow it.
+    """
+    import pytest
+
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("no unshare: cannot mount a small file system to fill")
+    prefix = [unshare, "--user", "--map-root-user", "--mount"]
+    probe = subprocess.run(
+        [*prefix, "sh", "-c", PROBE],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode:
+        pytest.skip(f"cannot mount a tmpfs in a user namespace here: {probe.stderr.strip()}")
+    return prefix

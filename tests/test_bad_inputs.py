@@ -109,6 +109,7 @@ MADE = {
     "metadata missing fields": "metadata malformed",
     "wavelengths disagree with bands": "wrong band count",
     "all nodata": "no valid pixels",
+    "all nodata, classes say land": "no valid pixels",
     "quality layer size": "quality layer size mismatch",
     "unreadable permissions": "spectral_image unreadable",
 }
@@ -172,6 +173,8 @@ def matrix(tmp_path_factory) -> dict:
         elif case == "all nodata":
             rewrite_raster(file_of(folder, "SPECTRAL_IMAGE"), -32768)
             rewrite_raster(file_of(folder, "QL_QUALITY_CLASSES"), 3)  # background everywhere
+        elif case == "all nodata, classes say land":  # the image lost its pixels, not its mask
+            rewrite_raster(file_of(folder, "SPECTRAL_IMAGE"), -32768)
         elif case == "quality layer size":
             with rasterio.open(file_of(folder, "QL_QUALITY_CLOUD")) as src:
                 h, w = src.shape

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shlex
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -18,11 +20,13 @@ import pytest
 from distributed.diagnostics.plugin import WorkerPlugin
 from robustkit import (
     assert_same_dataset,
+    build_cmd,
     config_file,
     good_archive,
     reference_build,
     run_build,
     run_killed_build,
+    tmpfs_prefix,
 )
 
 from spectralearth_build import open_dataset
@@ -234,3 +238,74 @@ def test_soak_workers_killed_at_random_until_the_build_completes(tmp_path_factor
             thread.join(timeout=30)
     assert kills >= 3
     assert_same_dataset(out, clean)
+
+
+FILL_AND_RESUME = """
+set -u
+mount -t tmpfs -o size={size} tmpfs {mnt}
+{build} > {logs}/1.out 2> {logs}/1.err; echo $? > {logs}/1.rc
+find {mnt}/out -name '*.tmp' > {logs}/tmp_files
+cat {mnt}/out/units/unit-*.json > {logs}/markers 2>/dev/null
+mount -o remount,size=256m {mnt}
+{build} --resume > {logs}/2.out 2> {logs}/2.err; echo $? > {logs}/2.rc
+cp -a {mnt}/out {dest}
+"""
+
+
+def test_a_full_file_system_is_a_clear_error_and_resume_completes(
+    tiles, cfg_path, reference, tmp_path
+):
+    """A real ENOSPC: the build writes to a 1 MiB tmpfs, fails, and resumes once it is larger."""
+    prefix = tmpfs_prefix()
+    mnt, logs, dest = tmp_path / "mnt", tmp_path / "logs", tmp_path / "out"
+    mnt.mkdir()
+    logs.mkdir()
+    build = shlex.join(build_cmd(tiles, mnt / "out", cfg_path, "--workers", "0"))
+    script = FILL_AND_RESUME.format(size="1m", mnt=mnt, build=build, logs=logs, dest=dest)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    res = subprocess.run([*prefix, "bash", "-c", script], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    err = (logs / "1.err").read_text().strip()
+    assert (logs / "1.rc").read_text().strip() == "1", err
+    assert err.startswith("Error: cannot write ") and len(err.splitlines()) == 1, err
+    assert "No space left on device" in err and "--resume" in err and str(mnt / "out") in err
+    assert not (logs / "tmp_files").read_text().strip()  # no temporary file left behind
+    markers = (logs / "markers").read_text()
+    for text in markers.replace("}{", "}\n{").splitlines():  # every marker is whole
+        json.loads(text)
+    assert (logs / "2.rc").read_text().strip() == "0", (logs / "2.err").read_text()
+    assert_same_dataset(dest, reference)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_writing_to_a_full_device_is_a_clear_error_and_resume_completes(
+    tiles, cfg_path, reference, tmp_path
+):
+    """ENOSPC from the kernel anywhere (no mount needed): the catalog's and then the plan's
+    temporary file are links to ``/dev/full``.  Each failed write names the table and removes
+    its temporary file (the link), so each rerun gets one step further and the last completes.
+    """
+    from click.testing import CliRunner
+
+    from spectralearth_build.cli.build import build_command
+    from spectralearth_build.extract import store as st
+
+    out = tmp_path / "out"
+    config = BuildConfig.from_yaml(cfg_path)
+    st.check_or_write_manifest(out, st.build_manifest(config, tiles), resume=False)
+    for name in ("catalog.parquet", "plan.parquet"):
+        (out / f"{name}.tmp").symlink_to("/dev/full")
+    args = ["--tiles", str(tiles), "--out", str(out), "--config", str(cfg_path), "--workers", "0"]
+    for name in ("catalog.parquet", "plan.parquet"):
+        res = CliRunner().invoke(build_command, [*args, "--quiet"])
+        assert res.exit_code == 1, res.output
+        err = res.output.strip().splitlines()[-1]
+        assert err == (
+            f"Error: cannot write {out / name}: No space left on device (file system full or a "
+            "file size limit reached); free space and rerun with --resume"
+        ), res.output
+        assert not (out / name).exists() and not (out / f"{name}.tmp").exists()
+        assert not (out / "_COMPLETE").exists()
+    res = CliRunner().invoke(build_command, [*args, "--quiet", "--resume"])
+    assert res.exit_code == 0, res.output
+    assert_same_dataset(out, reference)

@@ -12,6 +12,7 @@ from spectralearth_build.labels.splits import (
     leaks,
     random_split,
     spatial_split,
+    split_warning,
 )
 
 
@@ -60,6 +61,57 @@ def test_spatial_split_sizes_and_balance():
     np.testing.assert_array_equal(
         codes, spatial_split(x, y, prods, hist, SplitConfig(block_m=50_000))
     )
+
+
+def small_archive(seed: int, n_groups: int, width_m: float):
+    """``n_groups`` sites 100 km apart, each a few tiles and 2..12 locations.
+
+    A site is ``width_m`` wide (several blocks of 10 km when wider than that) and every one of
+    its locations is cut from the site's first tile (and maybe others), so the sites are the
+    independent groups; sizes are uneven (one large site, small others).
+    """
+    rng = np.random.default_rng(seed)
+    xs, ys, prods, hist = [], [], [], []
+    for g in range(n_groups):
+        n = int(rng.integers(8, 13)) if g == 0 else int(rng.integers(2, 5))
+        tiles = [f"S{g}T{k}" for k in range(int(rng.integers(1, 4)))]
+        for _ in range(n):
+            xs.append(g * 100_000 + rng.uniform(1_000, width_m - 1_000))
+            ys.append(rng.uniform(1_000, 9_000))
+            prods.append(sorted({tiles[0], *rng.choice(tiles, size=int(rng.integers(1, 3)))}))
+            h = np.zeros(3)
+            h[rng.integers(3)] = 1
+            hist.append(h)
+    return np.array(xs), np.array(ys), prods, np.array(hist)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n_groups=st.integers(3, 5),
+    width_m=st.sampled_from([10_000.0, 40_000.0]),
+)
+def test_spatial_split_of_a_small_archive_fills_every_split(seed, n_groups, width_m):
+    """With 3 or more independent groups no split is empty (sites of one or several blocks)."""
+    x, y, prods, hist = small_archive(seed, n_groups, width_m)
+    cfg = SplitConfig(block_m=10_000, seed=seed)
+    codes = spatial_split(x, y, prods, hist, cfg)
+    assert leaks(codes, prods) == {}
+    assert leaks(codes, [[b] for b in block_ids(x, y, cfg.block_m)]) == {}
+    assert all((codes == s).any() for s in range(3)), np.bincount(codes + 1)
+    assert split_warning(codes, x, y, prods, cfg) is None
+
+
+def test_spatial_split_too_small_says_so():
+    x, y, prods, hist = small_archive(0, 2, 10_000)
+    cfg = SplitConfig(block_m=10_000)
+    codes = spatial_split(x, y, prods, hist, cfg)
+    assert leaks(codes, prods) == {}
+    assert not all((codes == s).any() for s in range(3))  # two blocks: one split stays empty
+    warning = split_warning(codes, x, y, prods, cfg)
+    assert warning is not None
+    assert f"({len(x)} locations in 2 blocks of 10 km from" in warning
+    assert "2 independent group(s)" in warning and "empty" in warning
 
 
 def test_random_split_fractions_and_seed():

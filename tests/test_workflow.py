@@ -29,7 +29,8 @@ TINY: dict[tuple[str, str | None], tuple[dict[str, str], list[str]]] = {
     ("spectralearth-build", "synth"): ({"demo": "tiny"}, []),
     ("build-dataset", None): ({}, ["--config", "tiny.yaml", "--workers", "0"]),
     ("spectralearth-build", "quicklook"): ({}, ["--n", "6"]),
-    ("spectralearth-build", "labels"): ({}, ["--workers", "0"]),
+    # blocks scaled to the tiny archive (960 m patches) as the demo's 5 km are to its 3.8 km
+    ("spectralearth-build", "labels"): ({"5": "2"}, ["--workers", "0"]),
     ("spectralearth-build", "export"): ({}, ["--workers", "0"]),
     # a small Spec ViT on 16 px crops for two steps, then a quick probe of it
     ("spectralearth-train", "pretrain"): (
@@ -142,6 +143,12 @@ def test_readme_workflow_runs_in_order(tmp_path):
     assert f"locations  {report['patches']} (" in info
     assert (tmp_path / "runs" / "moco" / "checkpoints" / "last.pt").exists()
     assert list((tmp_path / "runs" / "moco").rglob("eval_cdl.json"))
+    # the eval ran on the default (spatial) scheme: its splits are all non-empty
+    sizes = re.search(
+        r"task cdl spatial: train (\d+), val (\d+), test (\d+)",
+        dict(ran)[("spectralearth-build", "labels")],
+    )
+    assert sizes and min(int(n) for n in sizes.groups()) > 0
 
 
 @pytest.mark.parametrize("section", ["Looking at a dataset", "Store format", "Configuration"])

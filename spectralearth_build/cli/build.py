@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -26,7 +27,7 @@ from .common import (
     tiles_option,
     user_errors,
 )
-from .labels import labels_option, parse_labels, print_label_summary, run_pairing
+from .labels import labels_option, pair_on_client, parse_labels, print_label_summary
 
 
 def _human_bytes(n: int) -> str:
@@ -99,6 +100,11 @@ def build_command(
         raise InputError(f"--tiles {tiles}: no such file or folder")
     config = load_config(config_path)
     label_specs = parse_labels(label_options)
+    paired: list[Any] = []
+
+    def pair(client: Any) -> None:  # on the build's own Dask client
+        paired.append(pair_on_client(out, label_specs, client, show_progress(quiet)))
+
     report = build_dataset(
         tiles,
         out,
@@ -108,10 +114,11 @@ def build_command(
         resume=resume,
         progress=show_progress(quiet),
         log=None if quiet else click.echo,
+        then=pair if label_specs else None,
     )
     print_build_summary(report)
-    if label_specs:
-        print_label_summary(run_pairing(out, label_specs, workers, scheduler, show_progress(quiet)))
+    for label_report in paired:
+        print_label_summary(label_report)
     if report.invalid_products and not allow_invalid:
         click.echo(
             f"exit status {report.exit_status}: products were skipped as invalid "

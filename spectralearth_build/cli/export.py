@@ -1,4 +1,9 @@
-"""``spectralearth-build export``: write a dataset in another layout (SpectralEarth's)."""
+"""``spectralearth-build export``: write a dataset in another layout (SpectralEarth's).
+
+Exit status: 0 when the export is complete; 1 with a one-line ``Error:`` for an unknown task,
+an ``--out`` holding something else (or an export with other options), or a full disk.
+Rerunning the same command into the same ``--out`` continues a stopped export.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import USER_ERRORS, InputError
+from ..errors import USER_ERRORS, output_errors
 from .common import cluster_options
 
 
@@ -49,15 +54,19 @@ def export_command(
     scheduler: str | None,
     quiet: bool,
 ) -> None:
-    """Export a dataset, its label masks and splits to another folder layout."""
+    """Export a dataset, its label masks and splits to another folder layout.
+
+    Rerunning an export that was stopped (or ran out of space) into the same --out continues it.
+    """
     from ..cluster import dask_client
     from ..labels.export import export_spectralearth
     from .common import show_progress
 
     try:
-        if dest.exists() and any(dest.iterdir()):
-            raise InputError(f"--out {dest}: folder exists and is not empty")
-        with dask_client(workers, scheduler) as client:
+        with (
+            output_errors(dest, "rerun the same export"),
+            dask_client(workers, scheduler) as client,
+        ):
             report = export_spectralearth(
                 out,
                 dest,

@@ -1,6 +1,10 @@
 """``spectralearth-build labels``: pair an existing dataset with label rasters.
 
-Also provides the ``--labels`` option and the summary that ``build-dataset`` shares.
+Exit status: 0 when every label is paired; 1 with a one-line ``Error:`` for a missing,
+unreadable, truncated or CRS-less label raster or one that covers no location of the dataset
+(all are checked before any label is paired, so the dataset is unchanged), a label raster
+found corrupt while pairing, or a full disk; rerunning the same command continues a stopped
+pairing.  Also provides the ``--labels`` option and the summary that ``build-dataset`` shares.
 """
 
 from __future__ import annotations
@@ -45,21 +49,36 @@ def run_pairing(
     split_config: Any = None,
     shard_locations: int | None = None,
 ) -> Any:
-    """Pair ``specs`` with dataset ``out`` on a Dask client (see :mod:`..cluster`)."""
+    """Pair ``specs`` with dataset ``out`` on a Dask client of its own (see :mod:`..cluster`)."""
     from ..cluster import dask_client
+    from ..errors import output_errors
+
+    with output_errors(out, "rerun the same command"), dask_client(workers, scheduler) as client:
+        return pair_on_client(out, specs, client, progress, replace, split_config, shard_locations)
+
+
+def pair_on_client(
+    out: Path,
+    specs: list[Any],
+    client: Any,
+    progress: bool,
+    replace: bool = False,
+    split_config: Any = None,
+    shard_locations: int | None = None,
+) -> Any:
+    """Pair ``specs`` with dataset ``out`` on ``client`` (a ``distributed.Client`` or None)."""
     from ..labels.store import pair_labels
 
-    with dask_client(workers, scheduler) as client:
-        return pair_labels(
-            out,
-            specs,
-            client=client,
-            progress=progress,
-            shard_locations=shard_locations,
-            replace=replace,
-            split_config=split_config,
-            log=click.echo,
-        )
+    return pair_labels(
+        out,
+        specs,
+        client=client,
+        progress=progress,
+        shard_locations=shard_locations,
+        replace=replace,
+        split_config=split_config,
+        log=click.echo,
+    )
 
 
 def print_label_summary(report: Any) -> None:
@@ -82,6 +101,8 @@ def print_label_summary(report: Any) -> None:
                 + (f", dropped {s['dropped']}" if s.get("dropped") else "")
                 + f"; class frequency within {s['max_class_deviation']:.3f} of the whole"
             )
+            if s.get("warning"):
+                click.echo(f"warning: task {task} {scheme}: {s['warning']}", err=True)
 
 
 @click.command()

@@ -192,3 +192,15 @@ def clear_footprint(
         simple = simple.intersection(outline)
     parts = _polygons(simple, max(min_area, 1e-12))
     return MultiPolygon([orient(p, sign=1.0) for p in parts])
+
+
+def clip_to_valid(clear: MultiPolygon, valid: Polygon, patch_side_m: float) -> MultiPolygon:
+    """The clear-sky footprint clipped to the valid footprint (parts of a patch or more).
+
+    Both are eroded and simplified from their own masks, so near the swath edge the clear one
+    can reach up to a tolerance beyond the valid one; the planner needs it inside.
+    """
+    if clear.is_empty or valid.covers(clear):
+        return clear
+    parts = _polygons(clear.intersection(valid), max(patch_side_m**2, 1e-12))
+    return MultiPolygon([orient(p, sign=1.0) for p in parts])

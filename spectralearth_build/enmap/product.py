@@ -18,11 +18,11 @@ from rasterio.windows import Window as RioWindow
 from shapely.geometry import MultiPolygon, Polygon
 
 from ..bands import BandSelection
-from ..errors import ProductError
+from ..errors import ProductError, error_line
 from ..formats import NODATA
 from ..grid import PixelGrid, Window
 from .discovery import IMAGE, METADATA, FileTooLargeError, ProductSource
-from .footprint import clear_footprint, snow_blocked, valid_footprint
+from .footprint import clear_footprint, clip_to_valid, snow_blocked, valid_footprint
 from .metadata import MetadataError, ProductMetadata, parse_metadata
 
 # Reading a .tar.gz through /vsitar/ makes GDAL save a seek index beside the archive
@@ -32,6 +32,8 @@ os.environ.setdefault("CPL_VSIL_GZIP_WRITE_PROPERTIES", "NO")
 MAX_RASTER_PX = 20_000
 """Largest side of a product raster (EnMAP tiles are about 1,300 px): a crafted header cannot
 make the footprint read allocate more than a few hundred MB."""
+VALID_SAMPLE_PX = 256
+"""Samples per side of the decimated read that checks the image has data (:meth:`check`)."""
 CLASS_LAND, CLASS_WATER, CLASS_BACKGROUND = 1, 2, 3
 CLEAR_SKY_FLAGS = (("CLOUD", 1), ("CLOUDSHADOW", 1), ("HAZE", 1), ("CIRRUS", 2))
 """Quality layers removed from the clear-sky area, and the level from which a pixel counts
@@ -112,7 +114,8 @@ class EnmapProduct:
         """Validate the image against the metadata and the band selection; return its grid.
 
         With ``verify_pixels`` the last block of the image is decoded, which catches truncated
-        files whose header is intact.
+        files whose header is intact, and a decimated sample is checked to hold data where the
+        classes layer says so (:meth:`check_valid_data`).
         """
         meta = self.metadata
         loc = self.source.location
@@ -147,7 +150,53 @@ class EnmapProduct:
         if grid.crs != f"EPSG:{meta_epsg}":
             raise ProductError(loc, "CRS mismatch", f"image {grid.crs}, metadata {meta.projection}")
         self.check_layers(grid)
+        if verify_pixels:
+            self.check_valid_data(grid, bands)
         return grid
+
+    def check_valid_data(self, grid: PixelGrid, bands: BandSelection) -> None:
+        """Raise ``no valid pixels`` if the image is nodata wherever the classes layer has data.
+
+        The footprint comes from QL_QUALITY_CLASSES, so an image that lost its pixels (all
+        -32768) behind an intact classes layer would pass the scan and have every view dropped
+        at extraction.  A decimated read (about :data:`VALID_SAMPLE_PX` samples per side, the
+        same nearest-neighbour positions in both files) of three kept bands and of the classes
+        layer decides: the product is rejected only if some sampled pixel is marked as data and
+        none of them has a value in any of the three bands, so a product whose data falls
+        between the samples is left to the footprint and extraction as before.
+        """
+        if not self.has_layer("CLASSES"):
+            return  # the footprint then comes from the image itself
+        from rasterio.enums import Resampling
+
+        step = max(1, -(-max(grid.height, grid.width) // VALID_SAMPLE_PX))
+        out_shape = (-(-grid.height // step), -(-grid.width // step))
+        kept = bands.kept_indices
+        sample = sorted({int(kept[0]), int(kept[len(kept) // 2]), int(kept[-1])})
+        try:
+            with self._open("QL_QUALITY_CLASSES") as src:
+                marked = src.read(1, out_shape=out_shape, resampling=Resampling.nearest)
+            marked = marked != CLASS_BACKGROUND
+            if not marked.any():
+                return  # the footprint reports it
+            with self._open(IMAGE) as src:
+                image = src.read(
+                    [b + 1 for b in sample],
+                    out_shape=(len(sample), *out_shape),
+                    resampling=Resampling.nearest,
+                )
+        except (RasterioError, OSError) as exc:
+            raise ProductError(
+                self.source.location, "truncated or corrupt image", error_line(exc)
+            ) from exc
+        if not (image[:, marked] != NODATA).any():
+            raise ProductError(
+                self.source.location,
+                "no valid pixels",
+                f"spectral image is nodata at all {int(marked.sum())} sampled pixels that "
+                f"QL_QUALITY_CLASSES marks as data (bands {', '.join(str(b + 1) for b in sample)}, "
+                f"every {step} px)",
+            )
 
     def check_layers(self, grid: PixelGrid) -> None:
         """Check that every quality layer lies on the image's pixel grid.
@@ -288,4 +337,5 @@ class EnmapProduct:
             if name == "SNOW":
                 flagged = snow_blocked(flagged, patch_px, max_snow_fraction)
             clear &= ~flagged
-        return poly, clear_footprint(clear, transform, patch_px, simplify_px)
+        clear_fp = clear_footprint(clear, transform, patch_px, simplify_px)
+        return poly, clip_to_valid(clear_fp, poly, patch_px * abs(transform[0]))

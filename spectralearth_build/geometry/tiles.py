@@ -32,6 +32,7 @@ from shapely.geometry.base import BaseGeometry
 
 from ..config import PlanConfig
 from ..crs import LONLAT, reproject, transformer
+from ..errors import ConfigError
 from ..records import TileRecord
 
 DENSIFY_M = 300.0
@@ -55,28 +56,11 @@ class Frame:
 
 
 def check_config(config: PlanConfig) -> None:
-    """Raise :class:`PlanningError` for plan settings that cannot work."""
-    problems = []
-    if config.patch_px < 1:
-        problems.append(f"patch_px must be positive, got {config.patch_px}")
-    if config.candidate_stride_px < 1:
-        problems.append(f"candidate_stride_px must be positive, got {config.candidate_stride_px}")
-    if config.pixel_size_m <= 0:
-        problems.append(f"pixel_size_m must be positive, got {config.pixel_size_m}")
-    if config.beam_width < 1:
-        problems.append(f"beam_width must be >= 1, got {config.beam_width}")
-    if config.max_tuple_size < 2:
-        problems.append(f"max_tuple_size must be >= 2, got {config.max_tuple_size}")
-    if not 0.0 <= config.max_overlap_fraction < 1.0:
-        problems.append(
-            f"max_overlap_fraction must be in [0, 1), got {config.max_overlap_fraction}"
-        )
-    if config.min_gap_days < 0:
-        problems.append(f"min_gap_days must be >= 0, got {config.min_gap_days}")
-    if config.resample_margin_px < 0 or config.resample_pad_px < 0:
-        problems.append("resample_margin_px and resample_pad_px must be >= 0")
-    if problems:
-        raise PlanningError("invalid plan config: " + "; ".join(problems))
+    """Raise :class:`PlanningError` for plan settings that cannot work (see ``validate``)."""
+    try:
+        config.validate()
+    except ConfigError as exc:
+        raise PlanningError(f"invalid plan config: {exc}") from exc
 
 
 @dataclass

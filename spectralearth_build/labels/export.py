@@ -16,10 +16,19 @@ product (products numbered in name order), as in SpectralEarth's ``0287155/07676
 timestamp of a labelled location is a sample of that location's split.  Locations are cut into
 units written in parallel (Dask, or ``map`` in this process); files depend only on the store,
 so the export is the same for any number of workers.
+
+An export is resumable like a build: ``DIR/export.json`` (dataset, scheme, tasks, unit size)
+is written first, each unit writes its files (each GeoTIFF encoded in memory, then written to
+a temporary name and renamed, so a file is whole or absent) and then a marker
+``DIR/export_units/unit-NNNNNN.json``; the tables and splits follow, and ``DIR/_COMPLETE``
+last.  Rerunning the same export into ``DIR`` skips the units that have a marker; another
+dataset or other options there are an error.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import formats as fmt
 from ..errors import InputError
 from ..formats import NODATA
 from .loader import SPLIT_NAMES, table_path
@@ -35,6 +45,8 @@ from .presets import LUT_SIZE, corine_clc_of_grid
 FORMATS = ("spectralearth",)
 IMAGES_DIR = "enmap"
 IDS_FILE = "ids.csv"
+MANIFEST = "export.json"
+UNITS_DIR = "export_units"
 MAX_LOCATION = 10**7
 MAX_TILE = 10**5
 
@@ -78,10 +90,22 @@ def export_mask(preset: str | None, mask: np.ndarray) -> np.ndarray:
     return np.where(inside, corine_clc_of_grid()[np.where(inside, m, 0)], 0).astype(np.uint16)
 
 
-def _write_tif(path: Path, data: np.ndarray, crs: str, transform: Any, **kw: Any) -> None:
-    import rasterio
-
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` under a temporary name and rename: the file is whole or absent."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    except OSError as exc:  # a full disk: no half-written file, the error names the target
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+    tmp.replace(path)
+
+
+def _write_tif(path: Path, data: np.ndarray, crs: str, transform: Any, **kw: Any) -> None:
+    from rasterio.io import MemoryFile
+
     data = data if data.ndim == 3 else data[None]
     tags = kw.pop("tags", {})
     profile = {
@@ -95,18 +119,30 @@ def _write_tif(path: Path, data: np.ndarray, crs: str, transform: Any, **kw: Any
         "compress": "deflate",
         "predictor": 2,
     } | kw
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-        if tags:
-            dst.update_tags(**tags)
+    with MemoryFile() as mem:
+        with mem.open(**profile) as dst:
+            dst.write(data)
+            if tags:
+                dst.update_tags(**tags)
+        _write_bytes(path, mem.read())
+
+
+def _marker(dest: str | Path, start: int) -> Path:
+    return Path(dest) / UNITS_DIR / f"unit-{start:09d}.json"
 
 
 def export_unit(unit: ExportUnit) -> dict[str, Any]:
-    """Write the images and masks of one unit's locations; return counts."""
+    """Write the images and masks of one unit's locations, then its marker; return counts.
+
+    A unit whose marker exists is not redone (its counts are returned).
+    """
     from affine import Affine
 
     from ..dataset import Dataset
 
+    marker = _marker(unit.dest, unit.start)
+    if marker.exists():
+        return json.loads(marker.read_text())  # type: ignore[no-any-return]
     ds = Dataset(unit.out)
     dest = Path(unit.dest)
     wl = ",".join(f"{v:.3f}" for v in ds.wavelengths)
@@ -144,7 +180,9 @@ def export_unit(unit: ExportUnit) -> dict[str, Any]:
                     transform,
                 )
                 masks[task] += 1
-    return {"images": images, "masks": masks, "locations": unit.stop - unit.start}
+    result = {"images": images, "masks": masks, "locations": unit.stop - unit.start}
+    _write_bytes(marker, json.dumps(result, sort_keys=True).encode())
+    return result
 
 
 def export_spectralearth(
@@ -160,12 +198,17 @@ def export_spectralearth(
 
     Args:
         out: a complete dataset folder.
-        dest: the folder to write (created; existing files are overwritten).
+        dest: the folder to write: new or empty, or an unfinished (or finished) export of the
+            same dataset with the same options, which is continued.
         scheme: which split scheme goes into ``splits/`` (``spatial`` or ``random``).
         tasks: tasks to export masks and splits of (default: every task of the dataset).
         client: a ``distributed.Client`` or None (run in this process).
         progress: show a tqdm bar.
         locations_per_unit: locations per parallel unit.
+
+    Raises:
+        InputError: an unknown task, ``dest`` holding something else or an export of another
+            dataset or with other options.
     """
     import pandas as pd
 
@@ -187,6 +230,17 @@ def export_spectralearth(
         raise InputError(f"{out}: {len(products)} products do not fit 5-digit tile numbers")
     tile_ids = {p: k for k, p in enumerate(products)}
     task_labels = {t: all_tasks[t]["label"] for t in chosen}
+    _check_or_write_manifest(
+        dest,
+        {
+            "kind": "spectralearth-export",
+            "dataset": str(Path(out).resolve()),
+            "scheme": scheme,
+            "tasks": chosen,
+            "locations_per_unit": locations_per_unit,
+            "locations": len(ds),
+        },
+    )
     units = [
         ExportUnit(
             str(out), str(dest), s, min(s + locations_per_unit, len(ds)), tile_ids, task_labels
@@ -222,8 +276,7 @@ def export_spectralearth(
             "time": views["time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
     )
-    dest.mkdir(parents=True, exist_ok=True)
-    ids.to_csv(dest / IDS_FILE, index=False)
+    _write_bytes(dest / IDS_FILE, ids.to_csv(index=False).encode())
     names_by_patch = ids.groupby("patch_id", sort=False)[["location", "tile"]].apply(
         lambda g: [f"{a}/{b}.tif" for a, b in zip(g["location"], g["tile"])]
     )
@@ -232,7 +285,6 @@ def export_spectralearth(
         codes = ds.labels.split_codes(task, scheme)
         has = ds.labels.has(task_labels[task])
         folder = dest / "splits" / f"enmap_{task}"
-        folder.mkdir(parents=True, exist_ok=True)
         report.samples[task] = {}
         for k, split in enumerate(SPLIT_NAMES):
             lines = [
@@ -240,10 +292,26 @@ def export_spectralearth(
                 for pos in np.flatnonzero((codes == k) & has)
                 for name in names_by_patch[int(patch_ids[pos])]
             ]
-            (folder / f"{split}.txt").write_text("".join(f"{s}\n" for s in lines))
+            _write_bytes(folder / f"{split}.txt", "".join(f"{s}\n" for s in lines).encode())
             report.samples[task][split] = len(lines)
+    _write_bytes(dest / fmt.COMPLETE, b"")
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _check_or_write_manifest(dest: Path, manifest: dict[str, Any]) -> None:
+    """Write ``DEST/export.json``, or check that the export found there is this one."""
+    path = dest / MANIFEST
+    if path.exists():
+        if json.loads(path.read_text()) != manifest:
+            raise InputError(
+                f"--out {dest}: holds an export of another dataset or with other options; "
+                "rerun it with the same ones, or choose a new folder"
+            )
+        return
+    if dest.exists() and any(dest.iterdir()):
+        raise InputError(f"--out {dest}: folder exists and is not empty")
+    _write_bytes(path, json.dumps(manifest, indent=1, sort_keys=True).encode())
 
 
 __all__ = ["FORMATS", "export_spectralearth", "table_path"]

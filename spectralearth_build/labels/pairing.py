@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..crs import transformer
+from ..errors import InputError, error_line
 from ..grid import PixelGrid
 from .source import LabelSource
 
@@ -87,6 +88,53 @@ def plan_window(grid: PixelGrid, source: LabelSource, pad: int = 1) -> LabelWind
     return LabelWindow(core, padded, side * max(grid.shape_yx))
 
 
+def locations_touching(grids: tuple[PixelGrid, ...], source: LabelSource) -> int:
+    """How many of ``grids`` have a label window that touches one of the source's files.
+
+    Pure geometry (no file is opened), vectorised per CRS: the patch corners are mapped into
+    the label CRS and their bounding rectangle on the label lattice, padded by one pixel, is
+    tested against every file's rectangle.  Zero means the label cannot label any location
+    (another region, or a wrong CRS tag).
+    """
+    if not grids:
+        return 0
+    rects = np.array(
+        [
+            (r, c, r + f.shape_yx[0], c + f.shape_yx[1])
+            for f, (r, c) in zip(source.files, source.offsets)
+        ],
+        dtype=np.float64,
+    )
+    x0, y0 = source.origin_xy
+    touching = 0
+    by_crs: dict[str, list[PixelGrid]] = {}
+    for g in grids:
+        by_crs.setdefault(g.crs, []).append(g)
+    for crs, group in by_crs.items():
+        t = np.array([g.transform for g in group], dtype=np.float64)
+        hw = np.array([g.shape_yx for g in group], dtype=np.float64)
+        cols = np.stack([np.zeros(len(group)), hw[:, 1], hw[:, 1], np.zeros(len(group))], 1)
+        rows = np.stack([np.zeros(len(group)), np.zeros(len(group)), hw[:, 0], hw[:, 0]], 1)
+        x = t[:, 0:1] * cols + t[:, 1:2] * rows + t[:, 2:3]
+        y = t[:, 3:4] * cols + t[:, 4:5] * rows + t[:, 5:6]
+        if crs != source.crs:
+            xs, ys = transformer(crs, source.crs).transform(x.ravel(), y.ravel())
+            x, y = np.asarray(xs).reshape(x.shape), np.asarray(ys).reshape(y.shape)
+        with np.errstate(invalid="ignore"):
+            c = (x - x0) / source.res
+            r = (y0 - y) / source.res
+            r0, r1 = r.min(1) - 1, r.max(1) + 1
+            c0, c1 = c.min(1) - 1, c.max(1) + 1
+            hit = (
+                (r0[:, None] < rects[None, :, 2])
+                & (r1[:, None] > rects[None, :, 0])
+                & (c0[:, None] < rects[None, :, 3])
+                & (c1[:, None] > rects[None, :, 1])
+            )
+        touching += int(hit.any(1).sum())
+    return touching
+
+
 def choose_resampling(requested: str, kind: str, window: LabelWindow, patch_px: int) -> str:
     """The resampling to use: ``requested``, or for ``auto`` one chosen by scale.
 
@@ -125,6 +173,7 @@ class WindowReader:
 
         In the work dtype (int32 or float64), the sentinel where no file covers it.
         """
+        from rasterio.errors import RasterioError
         from rasterio.windows import Window
 
         r0, c0, r1, c1 = rect
@@ -137,7 +186,13 @@ class WindowReader:
             if ir0 >= ir1 or ic0 >= ic1:
                 continue
             win = Window(ic0 - fc, ir0 - fr, ic1 - ic0, ir1 - ir0)
-            data = self._file(k).read(1, window=win)
+            try:
+                data = self._file(k).read(1, window=win)
+            except (RasterioError, OSError) as exc:  # corrupt inside: name the file, one line
+                raise InputError(
+                    f"{f.path}: label raster unreadable at rows {ir0 - fr}..{ir1 - fr}, columns "
+                    f"{ic0 - fc}..{ic1 - fc} ({error_line(exc)})"
+                ) from None
             out[ir0 - r0 : ir1 - r0, ic0 - c0 : ic1 - c0] = data
             self.bytes_requested += data.size * item
         return out

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, error_line
 from .presets import PRESETS
 from .spec import LabelSpec
 
@@ -135,6 +135,7 @@ def _read_meta(path: Path) -> SourceFile:
             t = f.transform
             if t.b != 0 or t.d != 0 or t.e >= 0 or abs(abs(t.e) - t.a) > 1e-9 * t.a:
                 raise InputError(f"{path}: label raster must be north-up with square pixels")
+            _read_last_block(f, path)
             return SourceFile(
                 str(path.resolve()),
                 f.crs.to_string(),
@@ -146,6 +147,19 @@ def _read_meta(path: Path) -> SourceFile:
             )
     except RasterioIOError as exc:
         raise InputError(f"{path}: not a readable raster ({exc})") from None
+
+
+def _read_last_block(f: Any, path: Path) -> None:
+    """Decode the raster's last block: a truncated file keeps its header but loses its tail."""
+    from rasterio.errors import RasterioError
+    from rasterio.windows import Window
+
+    bh, bw = f.block_shapes[0]
+    r0, c0 = (f.height - 1) // bh * bh, (f.width - 1) // bw * bw
+    try:
+        f.read(1, window=Window(c0, r0, f.width - c0, f.height - r0))
+    except (RasterioError, OSError) as exc:
+        raise InputError(f"{path}: truncated or corrupt label raster ({error_line(exc)})") from None
 
 
 def nodata_values(spec: LabelSpec, files: tuple[SourceFile, ...]) -> tuple[float, ...]:

@@ -29,9 +29,11 @@ from typing import Any
 import numpy as np
 
 from .. import formats as fmt
-from ..errors import IncompleteDatasetError, InputError
+from ..errors import IncompleteDatasetError, InputError, naming
+from ..extract.store import atomic_write_text
 from ..grid import PixelGrid
 from .loader import mask_array_path, table_path
+from .pairing import locations_touching
 from .source import LabelSource, resolve_source
 from .spec import LabelSpec
 
@@ -132,7 +134,8 @@ def run_label_unit(unit: LabelUnit) -> dict[str, Any]:
             codes.append([])
             counts.append([])
         bytes_read = reader.bytes_requested
-    arr[unit.start : unit.start + n] = block
+    with naming(mask_array_path(Path(unit.out), unit.name)):  # zarr's write errors lose it
+        arr[unit.start : unit.start + n] = block
     result = {
         "index": unit.index,
         "start": unit.start,
@@ -143,10 +146,7 @@ def run_label_unit(unit: LabelUnit) -> dict[str, Any]:
         "bytes_requested": bytes_read,
         "seconds": time.perf_counter() - t0,
     }
-    unit.marker.parent.mkdir(parents=True, exist_ok=True)
-    tmp = unit.marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
-    tmp.replace(unit.marker)
+    atomic_write_text(unit.marker, json.dumps(result))
     return result
 
 
@@ -207,6 +207,15 @@ def _label_meta(spec: LabelSpec, source: LabelSource, k: int) -> dict[str, Any]:
         "resampling_option": spec.resampling,
         "shard_locations": k,
     }
+
+
+def _extent(source: LabelSource) -> str:
+    """``x0, y0, x1, y1`` of the label's files in its CRS units (rounded)."""
+    x0, y0 = source.origin_xy
+    rows = max(r + f.shape_yx[0] for f, (r, _) in zip(source.files, source.offsets))
+    cols = max(c + f.shape_yx[1] for f, (_, c) in zip(source.files, source.offsets))
+    x1, y1 = x0 + cols * source.res, y0 - rows * source.res
+    return f"{x0:.6g}, {y1:.6g}, {x1:.6g}, {y0:.6g}"
 
 
 def _encoding(spec: LabelSpec, codes: set[int]) -> str | None:
@@ -270,11 +279,22 @@ def pair_labels(
         raise InputError(f"{out}: the dataset has no locations to label")
     p = int(locs["height"].max()) if len(locs) else 0
     group = zarr.open_group(store=str(out / fmt.STORE_NAME), mode="r+")
+    attrs_file = out / fmt.STORE_NAME / "zarr.json"
     all_meta: dict[str, Any] = dict(group.attrs.get("labels") or {})  # type: ignore[arg-type]
     mapper = client_map(client) or map
+    # every label's files and coverage checked before any is paired (nothing half done)
+    sources = {}
+    for spec in specs:
+        sources[spec.name] = source = resolve_source(spec)
+        if not locations_touching(grids, source):
+            raise InputError(
+                f"--labels {spec.name}: {spec.path} covers none of the {len(grids)} locations "
+                f"of {out} (label extent {_extent(source)} in {source.crs}; another region, or "
+                "a wrong CRS?)"
+            )
     for spec in specs:
         t0 = time.perf_counter()
-        source = resolve_source(spec)
+        source = sources[spec.name]
         old = all_meta.get(spec.name)
         k = shard_locations or (old or {}).get("shard_locations") or DEFAULT_SHARD_LOCATIONS
         meta = _label_meta(spec, source, int(k))
@@ -295,7 +315,8 @@ def pair_labels(
         array_file = mask_array_path(out, spec.name) / "zarr.json"
         if not (same and array_file.exists()) or not units_dir.exists():
             _create_mask_array(out, spec.name, len(grids), p, source, int(k))
-            group.attrs["labels"] = all_meta | {spec.name: meta | {"complete": False}}
+            with naming(attrs_file):
+                group.attrs["labels"] = all_meta | {spec.name: meta | {"complete": False}}
             all_meta = dict(group.attrs["labels"])  # type: ignore[arg-type]
         units = [
             LabelUnit(
@@ -332,7 +353,8 @@ def pair_labels(
         meta["complete"] = True
         all_meta = dict(group.attrs.get("labels") or {})  # type: ignore[arg-type]
         all_meta[spec.name] = meta
-        group.attrs["labels"] = all_meta
+        with naming(attrs_file):
+            group.attrs["labels"] = all_meta
         done_marker.write_text("")
         report.labels[spec.name] = meta | {"units": len(units), "units_resumed": resumed}
         report.seconds[f"labels {spec.name}"] = time.perf_counter() - t0
@@ -365,7 +387,11 @@ def _write_table(
     path = table_path(out, spec.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    table.to_parquet(tmp, index=False)
+    try:
+        table.to_parquet(tmp, index=False)
+    except OSError as exc:  # a full disk: no half-written table; the error names it
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     tmp.replace(path)
     counts = Counter(status)
     ok = table["status"] == "ok"

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .. import formats as fmt
+from ..errors import naming
 from .loader import (
     SCHEMES,
     SPLIT_NAMES,
@@ -28,7 +29,7 @@ from .loader import (
     table_path,
 )
 from .presets import LUT_SIZE, task_table
-from .splits import SplitConfig, block_ids, random_split, spatial_split
+from .splits import SplitConfig, block_ids, random_split, spatial_split, split_warning
 
 EQUAL_AREA_CRS = "EPSG:6933"
 
@@ -192,8 +193,12 @@ def update_tasks(out: str | Path, config: SplitConfig | None = None) -> dict[str
                 meta["splits"][scheme]["blocks"] = int(
                     len(np.unique(block_ids(x[pos], y[pos], config.block_m))) if len(pos) else 0
                 )
+                warning = split_warning(local, x[pos], y[pos], [products[i] for i in pos], config)
+                if warning:
+                    meta["splits"][scheme]["warning"] = warning
         tasks[name] = meta
-    group.attrs["tasks"] = tasks
+    with naming(Path(out) / fmt.STORE_NAME / "zarr.json"):
+        group.attrs["tasks"] = tasks
     return tasks
 
 

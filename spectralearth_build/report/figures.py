@@ -448,7 +448,9 @@ def labels_figure(tables: list[tuple[str, dict[str, dict[str, float]]]]) -> Any:
                 width,
                 label=split,
             )
-        ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes, rotation=60, fontsize=7)
+        # long class names (BigEarthNet's run to 80 characters) are cut, or the axes collapse
+        short = [c if len(c) <= 28 else c[:27] + "\u2026" for c in classes]
+        ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, short, rotation=60, fontsize=7)
         ax.set_ylabel("fraction")
         ax.set_title(where)
         ax.legend(fontsize=8)

@@ -204,6 +204,39 @@ def _site_extent(
     )
 
 
+def site_maps(specs: list[ProductSpec], params: SynthParams, seed: int) -> dict[str, LandCoverMap]:
+    """The land-cover map of every site (site name -> map) for a planned layout.
+
+    Args:
+        specs: the planned products (:func:`~.layout.plan_layout`, without broken ones); they
+            set each map's extent.
+        params: archive parameters (the swath width scales the town, lake and river).
+        seed: archive seed.
+    """
+    maps = {}
+    for site_id, (name, site) in enumerate(SITES.items()):
+        tr = transformer("EPSG:4326", site.frame_crs)
+        hx, hy = tr.transform(*hotspot_lonlat(name, params))
+        maps[name] = LandCoverMap(
+            site.landscape,
+            _site_extent(specs, name),
+            (hx, hy),
+            params.tile_px * PIXEL_M,
+            seed,
+            site_id,
+        )
+    return maps
+
+
+def land_cover_maps(report: SynthReport) -> dict[str, LandCoverMap]:
+    """The land-cover maps that made the pixels and label rasters of a written archive.
+
+    Maps are rebuilt from the report's parameters and seed (they are not stored); their classes
+    index :data:`~.spectra.CLASSES` and :func:`~.spectra.code_table` gives the label codes.
+    """
+    return site_maps(plan_layout(report.params, report.seed), report.params, report.seed)
+
+
 class _WriteOne:
     """Picklable task: write one product into its folder."""
 
@@ -299,20 +332,9 @@ def make_archive(
     out.mkdir(parents=True, exist_ok=True)
 
     specs = plan_layout(params, seed)
+    maps = site_maps(specs, params, seed)  # from the plan alone, as land_cover_maps rebuilds them
     if broken:
         specs += broken_specs(specs, params, seed)
-    maps = {}
-    for site_id, (name, site) in enumerate(SITES.items()):
-        tr = transformer("EPSG:4326", site.frame_crs)
-        hx, hy = tr.transform(*hotspot_lonlat(name, params))
-        maps[name] = LandCoverMap(
-            site.landscape,
-            _site_extent(specs, name),
-            (hx, hy),
-            params.tile_px * PIXEL_M,
-            seed,
-            site_id,
-        )
     ctx = RenderContext(params, seed, maps)
     deliveries = _deliveries(specs, packaging)
 
@@ -432,7 +454,9 @@ __all__ = [
     "SynthParams",
     "SynthProduct",
     "SynthReport",
+    "land_cover_maps",
     "make_archive",
     "read_manifest",
     "resolve_params",
+    "site_maps",
 ]

@@ -4,12 +4,24 @@ The map is a function ``class_at(x, y)`` (vectorised, coordinates in the frame C
 also the label CRS), so the label rasters (evaluated at their pixel centres) and the spectral
 products (evaluated at each pixel centre transformed into the frame) show the same ground.
 
-Landscape: European parcels are Voronoi cells of seeded points (``scipy.spatial.cKDTree``),
-with forest where a low-frequency field is high; US sections are square fields of 805 m (half a
-mile) aligned with the Albers axes, mostly corn and soybeans.  On top of that a town (dense
-core, low-density ring) near the hotspot, a meandering river through the hotspot with a strip of
-riparian broad-leaved forest, and a lake.  :class:`SmoothField` provides the band-limited
-random fields (sums of plane waves) used here and for vigour, clouds, snow and cirrus.
+Scale.  A label raster sampled onto a 30 m patch grid disagrees with the map only near class
+boundaries: nearest resampling of a 100 m CORINE raster misplaces a boundary by 25 m on
+average, a 30 m CDL/NLCD raster in another CRS by 7.5 m, so the disagreement is that width
+times the boundary length per area.  Real CORINE polygons (25 ha minimum mapping unit) and US
+farmland are coarse at that scale, and so is this map: its class regions are kilometres across
+with smooth boundaries, which keeps the boundary share of any patch near 1% or below.
+
+Landscape.  In Europe, landscape units (farmland, pasture, forest stands, bare ground) are
+Voronoi cells of a jittered 9 km lattice, with their boundaries bent by a smooth displacement
+field; forest where a low-frequency field is high.  Farmland units are made of fields (Voronoi
+cells of a jittered 700 m lattice) of corn or soybean, both "non-irrigated arable land" in
+CORINE, so the fields show in the images but not in the label.  In the US, fields are Public
+Land Survey sections (one mile square, aligned with the Albers axes), mostly corn and soybeans,
+with neighbouring sections correlated (a Gaussian copula over a smooth field) as farms are.  On
+top of that near the hotspot: a town (dense core, low-density ring), a meandering river, and a
+lake in a forest stand with a gravel pit on its shore.  :class:`SmoothField` provides the
+band-limited random fields (sums of plane waves) used here and for vigour, clouds, snow and
+cirrus.
 """
 
 from __future__ import annotations
@@ -18,21 +30,32 @@ import math
 
 import numpy as np
 from scipy.spatial import cKDTree
+from scipy.special import ndtr
 
 from .spectra import CLASS_INDEX, CLASSES
 
-_PARCEL_M = 600.0
-_SECTION_M = 805.0
+_UNIT_M = 9_000.0
+"""Mean spacing of the European landscape units (CORINE-scale polygons), metres."""
+_FIELD_M = 700.0
+"""Mean spacing of the fields inside a European farmland unit, metres."""
+_SECTION_M = 1609.344
+"""A US Public Land Survey section: one mile square."""
+_WARP_M = 600.0
+"""Amplitude of the displacement that bends the European unit boundaries, metres."""
+_WARP_WAVELENGTH_M = (4_000.0, 12_000.0)
+_FARM_CORRELATION = 0.7
+"""Share of the variance of a US section's crop draw that it shares with its neighbours."""
 
-_PARCEL_MIX = {
-    "broadleaf_forest": 0.10,
-    "coniferous_forest": 0.12,
-    "corn": 0.22,
-    "soybean": 0.12,
-    "grassland": 0.30,
+_FARMLAND = -1
+_UNIT_MIX = {
+    "farmland": 0.42,
+    "grassland": 0.26,
+    "broadleaf_forest": 0.09,
+    "coniferous_forest": 0.13,
+    "bare": 0.06,
     "urban_low": 0.04,
-    "bare": 0.10,
 }
+_FIELD_MIX = {"corn": 0.55, "soybean": 0.45}
 _SECTION_MIX = {
     "corn": 0.42,
     "soybean": 0.36,
@@ -76,17 +99,35 @@ class SmoothField:
 
 
 def _mix(names: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-    idx = np.array([CLASS_INDEX[n] for n in names], dtype=np.int8)
+    """Class indices and their probabilities; ``farmland`` (fields of crops) is ``-1``."""
+    idx = np.array([CLASS_INDEX.get(n, _FARMLAND) for n in names], dtype=np.int8)
     p = np.array(list(names.values()), dtype=np.float64)
     return idx, p / p.sum()
+
+
+def _jittered_points(
+    rng: np.random.Generator, extent: tuple[float, float, float, float], spacing: float
+) -> np.ndarray:
+    """One seed point per ``spacing`` square of a lattice over ``extent``, jittered: ``(n, 2)``.
+
+    Voronoi cells of such points are convex polygons of fairly even size (no slivers) at a mean
+    spacing of ``spacing`` metres.
+    """
+    xmin, ymin, xmax, ymax = extent
+    xs = np.arange(math.floor(xmin / spacing), math.ceil(xmax / spacing) + 1) * spacing
+    ys = np.arange(math.floor(ymin / spacing), math.ceil(ymax / spacing) + 1) * spacing
+    gx, gy = np.meshgrid(xs, ys)
+    jitter = rng.uniform(0.1, 0.9, (2, gx.size)) * spacing
+    return np.column_stack([gx.ravel() + jitter[0], gy.ravel() + jitter[1]])
 
 
 class LandCoverMap:
     """The class map of one site.
 
-    ``extent`` is ``(xmin, ymin, xmax, ymax)`` in the frame CRS; points outside it get the
-    class of the nearest parcel or edge section.  ``hotspot_xy`` places the town, river and
-    lake; ``swath_m`` scales them so that every tile of any size sees water, forest and town.
+    ``extent`` is ``(xmin, ymin, xmax, ymax)`` in the frame CRS; the map goes on beyond it
+    (points outside take the nearest unit's or edge section's class).  ``hotspot_xy`` places
+    the town, river and lake; ``swath_m`` scales them (within plausible sizes) so that tiles of
+    any size over the hotspot see water, forest and town.
     """
 
     def __init__(
@@ -103,44 +144,83 @@ class LandCoverMap:
         self.extent = extent
         self.hotspot = hotspot_xy
         xmin, ymin, xmax, ymax = extent
+        hx, hy = hotspot_xy
+        # Town, lake: offsets from the hotspot in swath units, sizes bounded to plausible ranges.
+        self.town = (hx - 0.25 * swath_m, hy + 0.22 * swath_m)
+        self.town_r = float(np.clip(0.12 * swath_m, 500, 3000))
+        self.lake = (hx + 0.22 * swath_m, hy - 0.12 * swath_m)
+        self.lake_r = float(np.clip(0.07 * swath_m, 400, 1500))
+        # a gravel pit (bare ground) on the lake's south-western shore
+        self.pit = (self.lake[0] - 0.75 * self.lake_r, self.lake[1] - 1.3 * self.lake_r)
+        self.pit_r = 0.7 * self.lake_r
         if landscape == "parcels":
-            n = int((xmax - xmin) * (ymax - ymin) / _PARCEL_M**2) + 16
-            pts = np.column_stack([rng.uniform(xmin, xmax, n), rng.uniform(ymin, ymax, n)])
-            idx, p = _mix(_PARCEL_MIX)
-            cls = rng.choice(idx, size=n, p=p)
-            woods = SmoothField(rng, (8_000, 20_000), hotspot_xy)(pts[:, 0], pts[:, 1])
-            needle = rng.random(n) < 0.6
-            cls = np.where(
-                woods > 1.1,
-                np.where(needle, CLASS_INDEX["coniferous_forest"], CLASS_INDEX["broadleaf_forest"]),
-                cls,
+            pad = _UNIT_M
+            padded = (xmin - pad, ymin - pad, xmax + pad, ymax + pad)
+            units = _jittered_points(rng, padded, _UNIT_M)
+            idx, p = _mix(_UNIT_MIX)
+            cls = rng.choice(idx, size=len(units), p=p)
+            woods = SmoothField(rng, (20_000, 50_000), hotspot_xy)(units[:, 0], units[:, 1])
+            needle = rng.random(len(units)) < 0.6
+            forest = np.where(
+                needle, CLASS_INDEX["coniferous_forest"], CLASS_INDEX["broadleaf_forest"]
             )
-            self._tree = cKDTree(pts)
-            self._cls = cls.astype(np.int8)
+            cls = np.where(woods > 1.1, forest, cls)
+            self._units = cKDTree(units)
+            # the lake lies in a forest stand
+            cls[self._units.query(self.lake)[1]] = CLASS_INDEX["broadleaf_forest"]
+            self._unit_cls = cls.astype(np.int8)
+            fields = _jittered_points(rng, padded, _FIELD_M)
+            idx, p = _mix(_FIELD_MIX)
+            self._fields = cKDTree(fields)
+            self._field_cls = rng.choice(idx, size=len(fields), p=p).astype(np.int8)
+            self._warp = (
+                SmoothField(rng, _WARP_WAVELENGTH_M, hotspot_xy),
+                SmoothField(rng, _WARP_WAVELENGTH_M, hotspot_xy),
+            )
         elif landscape == "sections":
             self._x0 = math.floor(xmin / _SECTION_M) * _SECTION_M
             self._y0 = math.floor(ymin / _SECTION_M) * _SECTION_M
             nx = int(math.ceil((xmax - self._x0) / _SECTION_M)) + 1
             ny = int(math.ceil((ymax - self._y0) / _SECTION_M)) + 1
+            cx, cy = np.meshgrid(
+                self._x0 + _SECTION_M * (np.arange(nx) + 0.5),
+                self._y0 + _SECTION_M * (np.arange(ny) + 0.5),
+            )
+            farms = SmoothField(rng, (6_000, 15_000), hotspot_xy)(cx, cy)
+            rho = _FARM_CORRELATION
+            u = ndtr(math.sqrt(rho) * farms + math.sqrt(1 - rho) * rng.standard_normal(cx.shape))
             idx, p = _mix(_SECTION_MIX)
-            self._cls = rng.choice(idx, size=(ny, nx), p=p).astype(np.int8)
+            cls = idx[np.minimum(np.searchsorted(np.cumsum(p), u), len(idx) - 1)]
+            # the lake lies in a wood lot
+            li = int((self.lake[1] - self._y0) // _SECTION_M)
+            lj = int((self.lake[0] - self._x0) // _SECTION_M)
+            if 0 <= li < ny and 0 <= lj < nx:
+                cls[li, lj] = CLASS_INDEX["broadleaf_forest"]
+            self._cls = cls.astype(np.int8)
         else:
             raise ValueError(f"unknown landscape {landscape!r}")
-        hx, hy = hotspot_xy
-        # Town, lake: offsets from the hotspot in swath units, sizes bounded to plausible ranges.
-        self.town = (hx - 0.25 * swath_m, hy + 0.22 * swath_m)
-        self.town_r = float(np.clip(0.12 * swath_m, 300, 3000))
-        self.lake = (hx + 0.22 * swath_m, hy - 0.12 * swath_m)
-        self.lake_r = float(np.clip(0.07 * swath_m, 300, 1500))
         self.lake_phase = float(rng.uniform(0, 2 * math.pi))
         # River through (near) the hotspot, running roughly west-east so it crosses every track.
         self.river_angle = float(rng.uniform(-0.4, 0.4))
         self.river_amp = 0.12 * swath_m
-        self.river_lambda = 1.4 * swath_m
+        self.river_lambda = max(1.4 * swath_m, 6_000.0)
         self.river_phase = float(rng.uniform(0, 2 * math.pi))
-        self.river_w = float(np.clip(0.012 * swath_m, 60, 200))
-        self.riparian_w = float(np.clip(0.03 * swath_m, 120, 600))
-        self.edge_noise = SmoothField(rng, (150, 600), hotspot_xy)
+        self.river_w = float(np.clip(0.012 * swath_m, 120, 300))
+        self.edge_noise = SmoothField(rng, (800, 2500), hotspot_xy)
+
+    def _ground(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Class of the landscape (units and their fields, or sections) at 1-D points."""
+        if self.landscape == "parcels":
+            wx, wy = self._warp
+            bent = np.column_stack([x + _WARP_M * wx(x, y), y + _WARP_M * wy(x, y)])
+            cls = self._unit_cls[self._units.query(bent)[1]]
+            farm = cls == _FARMLAND
+            on_farm = np.column_stack([x[farm], y[farm]])
+            cls[farm] = self._field_cls[self._fields.query(on_farm)[1]]
+            return cls
+        ci = np.clip(((x - self._x0) // _SECTION_M).astype(np.int64), 0, self._cls.shape[1] - 1)
+        ri = np.clip(((y - self._y0) // _SECTION_M).astype(np.int64), 0, self._cls.shape[0] - 1)
+        return self._cls[ri, ci]
 
     def class_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Class index (into :data:`~.spectra.CLASSES`) at frame-CRS points, int8, same shape."""
@@ -148,13 +228,7 @@ class LandCoverMap:
         y = np.asarray(y, dtype=np.float64)
         shape = x.shape
         x, y = x.ravel(), y.ravel()
-        if self.landscape == "parcels":
-            _, i = self._tree.query(np.column_stack([x, y]))
-            cls = self._cls[i]
-        else:
-            ci = np.clip(((x - self._x0) // _SECTION_M).astype(np.int64), 0, self._cls.shape[1] - 1)
-            ri = np.clip(((y - self._y0) // _SECTION_M).astype(np.int64), 0, self._cls.shape[0] - 1)
-            cls = self._cls[ri, ci]
+        cls = self._ground(x, y)
         wobble = self.edge_noise(x, y)
         # town
         d_town = np.hypot(x - self.town[0], y - self.town[1]) / self.town_r + 0.08 * wobble
@@ -166,13 +240,10 @@ class LandCoverMap:
         s = dx * ca + dy * sa
         t = -dx * sa + dy * ca
         centre = self.river_amp * np.sin(2 * math.pi * s / self.river_lambda + self.river_phase)
-        off = np.abs(t - centre)
+        cls = np.where(np.abs(t - centre) < 0.5 * self.river_w, CLASS_INDEX["water"], cls)
         cls = np.where(
-            off < 0.5 * self.river_w + self.riparian_w * (1 + 0.3 * wobble),
-            CLASS_INDEX["broadleaf_forest"],
-            cls,
+            np.hypot(x - self.pit[0], y - self.pit[1]) < self.pit_r, CLASS_INDEX["bare"], cls
         )
-        cls = np.where(off < 0.5 * self.river_w, CLASS_INDEX["water"], cls)
         # lake with a lobed shore
         lx, ly = x - self.lake[0], y - self.lake[1]
         r = self.lake_r * (1 + 0.18 * np.sin(3 * np.arctan2(ly, lx) + self.lake_phase))

@@ -47,7 +47,7 @@ CLASSES: tuple[LandCoverClass, ...] = (
     LandCoverClass("broadleaf_forest", 23, 141, 41, False, (125, 290, 0.15, 0.95), 0.46, "litter"),
     LandCoverClass("coniferous_forest", 24, 142, 42, False, (100, 320, 0.70, 0.90), 0.28, "litter"),
     LandCoverClass("corn", 12, 1, 82, False, (175, 265, 0.0, 0.95), 0.52, "soil"),
-    LandCoverClass("soybean", 20, 5, 82, False, (190, 258, 0.0, 0.90), 0.47, "soil"),
+    LandCoverClass("soybean", 12, 5, 82, False, (190, 258, 0.0, 0.90), 0.47, "soil"),
     LandCoverClass("grassland", 18, 176, 71, False, (105, 300, 0.35, 0.85), 0.38, "soil"),
     LandCoverClass("urban_low", 2, 122, 22, False, (120, 290, 0.10, 0.35), 0.40, "urban"),
     LandCoverClass("urban_high", 1, 124, 24, False, (120, 290, 0.02, 0.10), 0.40, "dense_urban"),

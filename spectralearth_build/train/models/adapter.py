@@ -28,13 +28,21 @@ Two forward implementations share those parameters:
   ``recompute=True`` runs layer 1 and layer 2's GEMM under activation checkpointing, so only
   the (N, 512) second-layer output is stored (running statistics move once).
 
-``impl="auto"`` (the default) uses ``fast`` on CUDA tensors and ``reference`` elsewhere; both
-give the same outputs and gradients within float32 rounding (tests check it on CPU).
+* ``triton``: layers 1 and 2 as fused Triton kernels in block form (``adapter_triton``): the
+  1,280-wide first-layer activation is computed on chip and never written, forward or
+  backward; the input is read in its (B, bands, H, W) layout (no transposed copy) and
+  BatchNorm-1 folds in as above, with the input moments from one batched Gram product.
+  BatchNorm-2/3, layer 3 and the pooling run as in ``fast``.
+
+``impl="auto"`` (the default) uses ``triton`` on CUDA tensors (``fast`` where Triton does not
+import) and ``reference`` elsewhere; all give the same outputs and gradients within float32
+rounding (tests check it on CPU, the Triton kernels through Triton's interpreter).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -44,8 +52,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-AdapterImpl = Literal["auto", "reference", "fast"]
-IMPLS: tuple[str, ...] = ("auto", "reference", "fast")
+
+@functools.lru_cache(maxsize=1)
+def triton_available() -> bool:
+    """Whether the fused Triton kernels import (Triton installed, a GPU build of torch)."""
+    try:
+        from . import adapter_triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+AdapterImpl = Literal["auto", "reference", "fast", "triton"]
+IMPLS: tuple[str, ...] = ("auto", "reference", "fast", "triton")
 
 
 @dataclass(frozen=True)
@@ -130,8 +149,9 @@ class SpectralAdapter(nn.Sequential):
     """SpectralEarth's spectral adapter, (B, bands, H, W) -> (B, 128, H, W).
 
     Args:
-        impl: ``"auto"`` (fast on CUDA, reference elsewhere), ``"reference"`` (Conv3d stack) or
-            ``"fast"`` (banded GEMMs in channels-last, see the module docstring).
+        impl: ``"auto"`` (triton on CUDA, reference elsewhere), ``"reference"`` (Conv3d stack),
+            ``"fast"`` (banded GEMMs in channels-last) or ``"triton"`` (fused kernels for layers
+            1-2), see the module docstring.
         recompute: in the fast path, recompute the wide first-layer activations in the backward
             pass instead of storing them (less memory; one more first-layer GEMM).
     """
@@ -167,14 +187,19 @@ class SpectralAdapter(nn.Sequential):
     def resolved_impl(self, x: torch.Tensor) -> str:
         """The implementation used for input ``x``."""
         if self.impl == "auto":
-            return "fast" if x.is_cuda else "reference"
+            if not x.is_cuda:
+                return "reference"
+            return "triton" if triton_available() else "fast"
         return self.impl
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: float (B, bands, H, W). Returns: (B, 128, H, W)."""
         if x.dim() != 4:
             raise ValueError(f"the spectral adapter expects (B, bands, H, W), got {tuple(x.shape)}")
-        if self.resolved_impl(x) == "fast":
+        impl = self.resolved_impl(x)
+        if impl == "triton":
+            return self.forward_triton(x)
+        if impl == "fast":
             return self.forward_fast(x)
         return self.forward_reference(x)
 
@@ -197,7 +222,9 @@ class SpectralAdapter(nn.Sequential):
             ]
         return self._index_cache[key]
 
-    def _conv_bn_relu(self, i: int, h_in: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def _conv_bn_relu(
+        self, i: int, h_in: torch.Tensor, index: torch.Tensor, fused: bool = False
+    ) -> torch.Tensor:
         """Layer ``i`` on (N, in features) rows: GEMM + BatchNorm + ReLU -> (N, out features)."""
         conv, bn = self[3 * i], self[3 * i + 1]
         assert isinstance(conv, nn.Conv3d) and isinstance(bn, nn.modules.batchnorm._BatchNorm)
@@ -205,12 +232,20 @@ class SpectralAdapter(nn.Sequential):
         n_pos = index.shape[1] // conv.out_channels
         bias = conv.bias.repeat(n_pos) if conv.bias is not None else None
         h = F.linear(h_in, w.t(), bias) if bias is not None else h_in @ w
-        return self._bn_relu(bn, h, n_pos)
+        return self._bn_relu(bn, h, n_pos, fused)
 
-    def _bn_relu(self, bn: nn.Module, h: torch.Tensor, n_pos: int) -> torch.Tensor:
-        """BatchNorm + ReLU of (N, n_pos * C) rows, statistics over rows and positions."""
+    def _bn_relu(
+        self, bn: nn.Module, h: torch.Tensor, n_pos: int, fused: bool = False
+    ) -> torch.Tensor:
+        """BatchNorm + ReLU of (N, n_pos * C) rows, statistics over rows and positions.
+
+        ``fused``: the Triton row kernels (``adapter_triton.BatchNormReLURows``).
+        """
         assert isinstance(bn, nn.modules.batchnorm._BatchNorm)
         rows, c = h.shape[0], bn.num_features
+        if fused and type(bn) is nn.BatchNorm3d:
+            y = _bn_relu_rows_fused(bn, h.reshape(rows * n_pos, c).contiguous())
+            return y.reshape(rows, n_pos * c)
         if type(bn) is nn.BatchNorm3d:
             y = _bn_relu_rows(bn, h.reshape(rows * n_pos, c), update=not self._recomputing)
             return y.reshape(rows, n_pos * c)
@@ -256,26 +291,25 @@ class SpectralAdapter(nn.Sequential):
             index.shape[1] // conv.out_channels
         )
 
-    def _folded_first_layer(
-        self, rows: torch.Tensor, index: torch.Tensor
+    def _first_layer_bn(
+        self, mu: torch.Tensor, cov: torch.Tensor, index: torch.Tensor, count: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layer 1's GEMM with BatchNorm-1 folded in: (weight (R, P*32), bias (P*32,)).
+        """BatchNorm-1 as a per-channel (scale, shift) from the input's first two moments.
 
-        The first conv is linear in the input, so its batch statistics follow from the first
-        two moments of the input rows: mean_f = mu @ W + b and var_f = diag(W^T C W) for the
-        row covariance C (R x R, one small Gram GEMM over the rows), pooled over the positions
-        by the law of total variance. BatchNorm then is a per-column scale and shift of the
-        banded weight, and the widest activation is written once, by a GEMM + ReLU.
+        The first conv is linear in the input, so its batch statistics follow from the mean
+        ``mu`` (R,) and covariance ``cov`` (R, R) of the (padded) input rows: mean_f = mu @ W + b
+        and var_f = diag(W^T C W) for the banded weight W, pooled over the positions by the law
+        of total variance. In training the running statistics are updated as BatchNorm does,
+        ``count`` being the number of pixels the moments were taken over.
         """
         conv, bn = self[0], self[1]
         assert isinstance(conv, nn.Conv3d) and isinstance(bn, nn.modules.batchnorm._BatchNorm)
-        w, b = self._banded(0, index)  # (R, P*C), (P*C,)
-        c = conv.out_channels
-        n_pos = w.shape[1] // c
         use_batch = bn.training or bn.running_mean is None
         if use_batch:
-            with torch.autocast(rows.device.type, enabled=False):
-                mu, cov = _row_moments(rows)
+            w, b = self._banded(0, index)  # (R, P*C), (P*C,)
+            c = conv.out_channels
+            n_pos = w.shape[1] // c
+            with torch.autocast(mu.device.type, enabled=False):
                 wf = w.to(mu.dtype)
                 mean_f = mu @ wf + b.to(mu.dtype)  # (P*C,)
                 var_f = ((cov @ wf) * wf).sum(0)
@@ -284,7 +318,7 @@ class SpectralAdapter(nn.Sequential):
             var = (var_f.reshape(n_pos, c) + mean_pc.square()).mean(0) - mean.square()
             var = var.clamp_min(0)
             if bn.training and bn.track_running_stats and bn.running_mean is not None:
-                _update_running_stats(bn, mean.detach(), var.detach(), rows.shape[0] * n_pos)
+                _update_running_stats(bn, mean.detach(), var.detach(), count * n_pos)
         else:
             assert bn.running_mean is not None and bn.running_var is not None
             mean, var = bn.running_mean, bn.running_var
@@ -294,8 +328,29 @@ class SpectralAdapter(nn.Sequential):
         shift = -mean * scale
         if bn.bias is not None:
             shift = shift + bn.bias
+        return scale, shift
+
+    def _folded_first_layer(
+        self, rows: torch.Tensor, index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer 1's banded GEMM with BatchNorm-1 folded in: (weight (R, P*32), bias (P*32,)).
+
+        BatchNorm is a per-column scale and shift of the banded weight (``_first_layer_bn``),
+        so the widest activation is written once, by a GEMM + ReLU.
+        """
+        mu, cov = _row_moments(rows)
+        scale, shift = self._first_layer_bn(mu, cov, index, rows.shape[0])
+        w, b = self._banded(0, index)
+        conv = self[0]
+        assert isinstance(conv, nn.Conv3d)
+        n_pos = w.shape[1] // conv.out_channels
         scale_f, shift_f = scale.repeat(n_pos), shift.repeat(n_pos)
         return w * scale_f.to(w.dtype), b * scale_f + shift_f
+
+    def _can_fold(self) -> bool:
+        """BatchNorm-1 folds unless it is a BatchNorm subclass (SyncBatchNorm) in training."""
+        bn1 = self[1]
+        return self.fold_first_layer and (not bn1.training or type(bn1) is nn.BatchNorm3d)
 
     def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         """Banded-GEMM implementation (same parameters and results as the reference)."""
@@ -308,10 +363,9 @@ class SpectralAdapter(nn.Sequential):
         rows = x.permute(0, 2, 3, 1).reshape(b * hh * ww, bands)
         if idx[0].shape[0] > bands:
             rows = F.pad(rows, (0, idx[0].shape[0] - bands))
-        bn1 = self[1]
         # a BatchNorm subclass in training (SyncBatchNorm, a global-batch BN) keeps its own
         # statistics code: it runs as a module on the wide activation
-        fold = self.fold_first_layer and (not bn1.training or type(bn1) is nn.BatchNorm3d)
+        fold = self._can_fold()
         recompute = self.recompute and torch.is_grad_enabled()
         if fold:
             w1, b1 = self._folded_first_layer(rows, idx[0])
@@ -333,12 +387,54 @@ class SpectralAdapter(nn.Sequential):
             )
         else:
             h2 = self._first_two_generic(rows, idx[0], idx[1])
+        return self._last_layers(h2, idx[2], (b, hh, ww))
+
+    def _last_layers(
+        self,
+        h2: torch.Tensor,
+        index: torch.Tensor,
+        bhw: tuple[int, int, int],
+        fused: bool = False,
+    ) -> torch.Tensor:
+        """BatchNorm-2 + ReLU, layer 3 and the average over positions, from (N, P2*64) rows."""
         bn = self[4]
         assert isinstance(bn, nn.modules.batchnorm._BatchNorm)
-        a2 = self._bn_relu(bn, h2, h2.shape[1] // bn.num_features)
-        a3 = self._conv_bn_relu(2, a2, idx[2])  # (N, last positions * 128)
+        a2 = self._bn_relu(bn, h2, h2.shape[1] // bn.num_features, fused)
+        a3 = self._conv_bn_relu(2, a2, index, fused)  # (N, last positions * 128)
+        b, hh, ww = bhw
         out = a3.reshape(b * hh * ww, -1, OUT_CHANNELS).mean(dim=1)  # adaptive avg pool
         return out.reshape(b, hh, ww, OUT_CHANNELS).permute(0, 3, 1, 2)
+
+    def forward_triton(self, x: torch.Tensor) -> torch.Tensor:
+        """Layers 1-2 as fused Triton kernels (``adapter_triton``), the rest as ``fast``.
+
+        Falls back to ``forward_fast`` where the kernels do not apply: an input that requires a
+        gradient, or BatchNorm-1 that cannot be folded (SyncBatchNorm in training).
+        """
+        if x.requires_grad or not self._can_fold():
+            return self.forward_fast(x)
+        from . import adapter_triton as kt
+
+        b, bands, hh, ww = x.shape
+        idx = self._indices(bands, x.device)
+        dev = x.device.type
+        if torch.is_autocast_enabled(dev):
+            x = x.to(torch.get_autocast_dtype(dev))
+        x = x.contiguous()
+        mu, cov = _image_moments(x)
+        pad = idx[0].shape[0] - bands
+        mu, cov = F.pad(mu, (0, pad)), F.pad(cov, (0, pad, 0, pad))
+        scale, shift = self._first_layer_bn(mu, cov, idx[0], b * hh * ww)
+        conv1, conv2 = self[0], self[3]
+        assert isinstance(conv1, nn.Conv3d) and isinstance(conv2, nn.Conv3d)
+        assert conv1.bias is not None and conv2.bias is not None
+        w1 = conv1.weight.reshape(conv1.out_channels, -1) * scale[:, None]
+        b1 = conv1.bias * scale + shift
+        blocks = kt.block_weights(w1, b1, conv2.weight)
+        lens = adapter_positions(bands)
+        geometry = kt.BlockGeometry(bands=bands, pos1=lens[1], pos2=lens[2])
+        h2 = kt.fused_layers12(x, *blocks, conv2.bias, geometry)
+        return self._last_layers(h2, idx[2], (b, hh, ww), fused=True)
 
 
 def _two_gemms(
@@ -347,6 +443,29 @@ def _two_gemms(
     """relu(rows @ w1 + b1) @ w2 + b2: layer 1 (BatchNorm folded) and layer 2's GEMM."""
     a1 = F.relu(torch.addmm(b1, rows, w1), inplace=True)
     return torch.addmm(b2, a1, w2)
+
+
+def _image_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (C,) and covariance (C, C) over the pixels of (B, C, H, W), float32 or more.
+
+    Same moments as ``_row_moments`` of the pixel rows, without making the rows: one batched
+    Gram product over (B, C, H*W).
+    """
+    b, c = x.shape[:2]
+    x3 = x.reshape(b, c, -1)
+    n = x3.shape[0] * x3.shape[2]
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    mu = x3.sum((0, 2), dtype=acc) / n
+    gram = None
+    if x.dtype in (torch.bfloat16, torch.float16) and x.is_cuda:
+        try:  # half inputs, float32 accumulation and output (torch >= 2.8 on CUDA)
+            gram = torch.bmm(x3, x3.mT, out_dtype=torch.float32).sum(0)  # type: ignore[call-arg]
+        except (TypeError, RuntimeError, NotImplementedError):
+            gram = None
+    if gram is None:
+        xf = x3.to(acc)
+        gram = torch.bmm(xf, xf.mT).sum(0)
+    return mu, gram / n - torch.outer(mu, mu)
 
 
 def _row_moments(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -394,6 +513,25 @@ def _bn_relu_rows(
     if bn.bias is not None:
         shift = shift + bn.bias
     return F.relu(torch.addcmul(shift.to(h.dtype), h, scale.to(h.dtype)))
+
+
+def _bn_relu_rows_fused(bn: nn.modules.batchnorm._BatchNorm, h: torch.Tensor) -> torch.Tensor:
+    """``_bn_relu_rows`` through the Triton row kernels.
+
+    One reduction and one elementwise pass each way, float32 arithmetic; the running-stat
+    update stays in eager code.
+    """
+    from . import adapter_triton as kt
+
+    batch = bn.training or bn.running_mean is None
+    if batch:
+        mean, var = kt.row_moments(h)
+        if bn.training and bn.track_running_stats and bn.running_mean is not None:
+            _update_running_stats(bn, mean, var, h.shape[0])
+    else:
+        assert bn.running_mean is not None and bn.running_var is not None
+        mean, var = bn.running_mean.float(), bn.running_var.float()
+    return kt.bn_relu_rows(h, bn.weight, bn.bias, mean, var, bn.eps, batch)
 
 
 def _update_running_stats(

@@ -75,7 +75,8 @@ class SpecResNet50(nn.Module):
 
     Args:
         num_classes: classification head size; 0 (default) for a headless encoder.
-        adapter_impl: ``"auto"``, ``"reference"`` or ``"fast"`` (see ``SpectralAdapter``).
+        adapter_impl: ``"auto"``, ``"reference"``, ``"fast"`` or ``"triton"``
+            (see ``SpectralAdapter``).
         adapter_recompute: recompute the adapter's wide activations in backward (fast path).
         **timm_kwargs: passed to timm's ``resnet50`` (e.g. ``drop_path_rate``).
     """

@@ -39,7 +39,8 @@ class SpecViT(nn.Module):
         img_size: patch size in pixels the position embedding is built for.
         num_classes: classification head size; 0 (default) for a headless encoder.
         global_pool: timm pooling (``"token"``: the class token, as SpectralEarth).
-        adapter_impl: ``"auto"``, ``"reference"`` or ``"fast"`` (see ``SpectralAdapter``).
+        adapter_impl: ``"auto"``, ``"reference"``, ``"fast"`` or ``"triton"``
+            (see ``SpectralAdapter``).
         adapter_recompute: recompute the adapter's wide activations in backward (fast path).
         **vit_kwargs: passed to timm's ``VisionTransformer`` (``drop_path_rate``,
             ``dynamic_img_size``, ...).
