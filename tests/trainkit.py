@@ -80,6 +80,7 @@ def labelled_store(
     patch_px: int = 32,
     products: tuple[str, ...] = ("corine", "cdl", "nlcd"),
     split_fractions: tuple[float, float, float] = (0.75, 0.10, 0.15),
+    landscape_scale: float = 1.0,
 ) -> Path:
     """A tiny built dataset with labels (CORINE/CDL/NLCD by default), built once per session.
 
@@ -87,10 +88,14 @@ def labelled_store(
         patch_px: patch side of the build (pixels).
         products: label products paired with it.
         split_fractions: (train, val, test) shares of every task's split.
+        landscape_scale: factor on the synthetic land-cover map's lengths (below 1: patches
+            hold several classes).
     """
     name = f"train_store_{patch_px}"
     if products != ("corine", "cdl", "nlcd") or split_fractions != (0.75, 0.10, 0.15):
         name += "_" + "_".join(products) + "_" + "_".join(f"{f:g}" for f in split_fractions)
+    if landscape_scale != 1.0:
+        name += f"_scale{landscape_scale:g}"
     out = tmp_path_factory.getbasetemp() / name
     if (out / "data" / "_COMPLETE").exists() and (out / "labelled").exists():
         return out / "data"
@@ -101,7 +106,7 @@ def labelled_store(
     from spectralearth_build.labels.store import pair_labels
     from spectralearth_build.synth import make_archive
 
-    archive = make_archive(out / "tiles", preset="tiny", seed=0)
+    archive = make_archive(out / "tiles", preset="tiny", seed=0, landscape_scale=landscape_scale)
     build_dataset(
         archive.out,
         out / "data",
