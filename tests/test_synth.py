@@ -26,11 +26,14 @@ from spectralearth_build.grid import PixelGrid
 from spectralearth_build.synth import (
     MANIFEST,
     SynthError,
+    SynthParams,
     SynthReport,
     make_archive,
     read_manifest,
+    resolve_params,
+    site_maps,
 )
-from spectralearth_build.synth.layout import BROKEN_KINDS
+from spectralearth_build.synth.layout import BROKEN_KINDS, plan_layout
 from spectralearth_build.synth.spectra import CLASSES
 
 
@@ -369,12 +372,15 @@ def test_other_seed_differs_and_cli(tmp_path: Path) -> None:
         "1",
         "--revisits",
         "7",
+        "--landscape-scale",
+        "0.5",
     ]
     res = runner.invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "products" in res.output and "ok" in res.output and "MB" in res.output
     report = read_manifest(tmp_path / "s1")
     assert report.params.n_bands == 24 and report.params.tile_px == 64
+    assert report.params.landscape_scale == 0.5
     p = _folder_products(report)[0]
     d = tmp_path / "s1" / p.path
     meta = parse_metadata(_files(d, "-METADATA.XML").read_bytes())
@@ -397,3 +403,28 @@ def test_other_seed_differs_and_cli(tmp_path: Path) -> None:
         make_archive(tmp_path / "x", "huge")
     with pytest.raises(SynthError, match="n_bands"):
         make_archive(tmp_path / "x", "tiny", n_bands=0)
+    with pytest.raises(SynthError, match="landscape_scale"):
+        make_archive(tmp_path / "x", "tiny", landscape_scale=0.0)
+
+
+def test_landscape_scale_shrinks_the_map() -> None:
+    """A smaller scale puts more classes into a 360 m window; the default leaves the manifest."""
+    maps = {}
+    for scale in (1.0, 0.1):
+        params = resolve_params("tiny", landscape_scale=scale)
+        maps[scale] = site_maps(plan_layout(params, 0), params, 0)
+    assert "landscape_scale" not in resolve_params("tiny").to_dict()
+    scaled = resolve_params("tiny", landscape_scale=0.1)
+    assert SynthParams.from_dict(scaled.to_dict()) == scaled
+    rng = np.random.default_rng(0)
+    for site, lc in maps[1.0].items():
+        xmin, ymin, xmax, ymax = lc.extent
+        corners = rng.uniform((xmin, ymin), (xmax - 360, ymax - 360), (200, 2))
+        off = np.arange(12) * 30.0 + 15.0
+        gx, gy = np.meshgrid(off, off)
+        x, y = corners[:, :1, None] + gx, corners[:, 1:, None] + gy  # (200, 12, 12)
+        distinct = {
+            scale: np.mean([len(np.unique(c)) for c in m[site].class_at(x, y)])
+            for scale, m in maps.items()
+        }
+        assert distinct[0.1] > distinct[1.0] + 0.5, (site, distinct)

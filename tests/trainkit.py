@@ -9,9 +9,20 @@ from torch import nn
 
 
 class TinySpecViT(nn.Module):
-    """``spectral_adapter`` (1x1 conv + BN + ReLU) then a timm ViT as ``vit_core``."""
+    """``spectral_adapter`` (1x1 conv + BN + ReLU) then a timm ViT as ``vit_core``.
 
-    def __init__(self, in_chans: int = 202, img_size: int = 16, patch_size: int = 4, dim: int = 32):
+    ``global_pool`` is timm's: ``token`` (the class token, default) or ``avg`` (mean of the
+    patch tokens).
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 202,
+        img_size: int = 16,
+        patch_size: int = 4,
+        dim: int = 32,
+        global_pool: str = "token",
+    ):
         super().__init__()
         from timm.models.vision_transformer import VisionTransformer
 
@@ -26,6 +37,7 @@ class TinySpecViT(nn.Module):
             depth=1,
             num_heads=2,
             num_classes=0,
+            global_pool=global_pool,
         )
         self.num_features = dim
         self.img_size = img_size
@@ -63,9 +75,28 @@ class TinySpecRN(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def labelled_store(tmp_path_factory, patch_px: int = 32) -> Path:
-    """A tiny built dataset with CORINE/CDL/NLCD labels, built once per test session."""
-    out = tmp_path_factory.getbasetemp() / f"train_store_{patch_px}"
+def labelled_store(
+    tmp_path_factory,
+    patch_px: int = 32,
+    products: tuple[str, ...] = ("corine", "cdl", "nlcd"),
+    split_fractions: tuple[float, float, float] = (0.75, 0.10, 0.15),
+    landscape_scale: float = 1.0,
+) -> Path:
+    """A tiny built dataset with labels (CORINE/CDL/NLCD by default), built once per session.
+
+    Args:
+        patch_px: patch side of the build (pixels).
+        products: label products paired with it.
+        split_fractions: (train, val, test) shares of every task's split.
+        landscape_scale: factor on the synthetic land-cover map's lengths (below 1: patches
+            hold several classes).
+    """
+    name = f"train_store_{patch_px}"
+    if products != ("corine", "cdl", "nlcd") or split_fractions != (0.75, 0.10, 0.15):
+        name += "_" + "_".join(products) + "_" + "_".join(f"{f:g}" for f in split_fractions)
+    if landscape_scale != 1.0:
+        name += f"_scale{landscape_scale:g}"
+    out = tmp_path_factory.getbasetemp() / name
     if (out / "data" / "_COMPLETE").exists() and (out / "labelled").exists():
         return out / "data"
     from spectralearth_build.build import build_dataset
@@ -75,14 +106,15 @@ def labelled_store(tmp_path_factory, patch_px: int = 32) -> Path:
     from spectralearth_build.labels.store import pair_labels
     from spectralearth_build.synth import make_archive
 
-    archive = make_archive(out / "tiles", preset="tiny", seed=0)
+    archive = make_archive(out / "tiles", preset="tiny", seed=0, landscape_scale=landscape_scale)
     build_dataset(
         archive.out,
         out / "data",
         BuildConfig.from_dict({"plan": {"patch_px": patch_px}}),
         workers=0,
     )
-    specs = [parse_label_option(f"{p}={archive.label(p)}") for p in ("corine", "cdl", "nlcd")]
-    pair_labels(out / "data", specs, shard_locations=8, split_config=SplitConfig(block_m=1000.0))
+    specs = [parse_label_option(f"{p}={archive.label(p)}") for p in products]
+    split = SplitConfig(fractions=split_fractions, block_m=1000.0)
+    pair_labels(out / "data", specs, shard_locations=8, split_config=split)
     (out / "labelled").write_text("")
     return out / "data"

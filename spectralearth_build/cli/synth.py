@@ -59,6 +59,12 @@ def _size(n: int) -> str:
     help="Acquisition dates over the European site (US: about 60% of it, >= 3).",
 )
 @click.option(
+    "--landscape-scale",
+    type=float,
+    default=None,
+    help="Factor on the land-cover map's lengths (default 1: 9 km units, 700 m fields).",
+)
+@click.option(
     "--workers",
     type=int,
     default=1,
@@ -78,6 +84,7 @@ def synth_command(
     n_bands: int | None,
     tiles_per_datatake: int | None,
     revisits: int | None,
+    landscape_scale: float | None,
     workers: int,
     overwrite: bool,
     quiet: bool,
@@ -99,6 +106,7 @@ def synth_command(
             tiles_per_datatake=tiles_per_datatake,
             revisits_eu=revisits,
             revisits_us=revisits_us,
+            landscape_scale=landscape_scale,
         )
     except SynthError as exc:
         raise click.ClickException(str(exc)) from exc

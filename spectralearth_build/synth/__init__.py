@@ -210,7 +210,8 @@ def site_maps(specs: list[ProductSpec], params: SynthParams, seed: int) -> dict[
     Args:
         specs: the planned products (:func:`~.layout.plan_layout`, without broken ones); they
             set each map's extent.
-        params: archive parameters (the swath width scales the town, lake and river).
+        params: archive parameters (the swath width scales the town, lake and river,
+            ``landscape_scale`` the landscape).
         seed: archive seed.
     """
     maps = {}
@@ -224,6 +225,7 @@ def site_maps(specs: list[ProductSpec], params: SynthParams, seed: int) -> dict[
             params.tile_px * PIXEL_M,
             seed,
             site_id,
+            scale=params.landscape_scale,
         )
     return maps
 
@@ -317,8 +319,9 @@ def make_archive(
     """Write a synthetic EnMAP L2A archive into ``out`` and return its report.
 
     ``overrides`` replace preset parameters (``tile_px``, ``n_bands``, ``tiles_per_datatake``,
-    ``revisits_eu``, ``revisits_us``).  ``out`` must be empty or absent; with ``overwrite`` a
-    previous synthetic archive there (one with a manifest) is removed first.
+    ``revisits_eu``, ``revisits_us``, ``landscape_scale``).  ``out`` must be empty or absent;
+    with ``overwrite`` a previous synthetic archive there (one with a manifest) is removed
+    first.
     """
     params = resolve_params(preset, **overrides)
     if packaging not in PACKAGINGS:

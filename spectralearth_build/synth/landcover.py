@@ -22,6 +22,11 @@ top of that near the hotspot: a town (dense core, low-density ring), a meanderin
 lake in a forest stand with a gravel pit on its shore.  :class:`SmoothField` provides the
 band-limited random fields (sums of plane waves) used here and for vigour, clouds, snow and
 cirrus.
+
+``scale`` multiplies every length of the landscape (unit and field spacing, section size,
+boundary warp, the smooth fields that place forest and farms), not the town, river or lake.
+The default 1.0 is the map above; tests that need several classes in a patch a few hundred
+metres across (as a real 3.84 km patch over CORINE polygons of about 1 km holds) shrink it.
 """
 
 from __future__ import annotations
@@ -127,7 +132,8 @@ class LandCoverMap:
     ``extent`` is ``(xmin, ymin, xmax, ymax)`` in the frame CRS; the map goes on beyond it
     (points outside take the nearest unit's or edge section's class).  ``hotspot_xy`` places
     the town, river and lake; ``swath_m`` scales them (within plausible sizes) so that tiles of
-    any size over the hotspot see water, forest and town.
+    any size over the hotspot see water, forest and town.  ``scale`` multiplies the lengths
+    of the landscape (see the module docstring).
     """
 
     def __init__(
@@ -138,9 +144,15 @@ class LandCoverMap:
         swath_m: float,
         seed: int,
         site_id: int,
+        scale: float = 1.0,
     ):
         rng = np.random.default_rng([seed, 2, site_id])
         self.landscape = landscape
+        self.scale = scale
+        unit_m, field_m, section_m = _UNIT_M * scale, _FIELD_M * scale, _SECTION_M * scale
+        self._section_m = section_m
+        self._warp_m = _WARP_M * scale
+        warp_lam = (_WARP_WAVELENGTH_M[0] * scale, _WARP_WAVELENGTH_M[1] * scale)
         self.extent = extent
         self.hotspot = hotspot_xy
         xmin, ymin, xmax, ymax = extent
@@ -154,12 +166,13 @@ class LandCoverMap:
         self.pit = (self.lake[0] - 0.75 * self.lake_r, self.lake[1] - 1.3 * self.lake_r)
         self.pit_r = 0.7 * self.lake_r
         if landscape == "parcels":
-            pad = _UNIT_M
+            pad = unit_m
             padded = (xmin - pad, ymin - pad, xmax + pad, ymax + pad)
-            units = _jittered_points(rng, padded, _UNIT_M)
+            units = _jittered_points(rng, padded, unit_m)
             idx, p = _mix(_UNIT_MIX)
             cls = rng.choice(idx, size=len(units), p=p)
-            woods = SmoothField(rng, (20_000, 50_000), hotspot_xy)(units[:, 0], units[:, 1])
+            woods_field = SmoothField(rng, (20_000 * scale, 50_000 * scale), hotspot_xy)
+            woods = woods_field(units[:, 0], units[:, 1])
             needle = rng.random(len(units)) < 0.6
             forest = np.where(
                 needle, CLASS_INDEX["coniferous_forest"], CLASS_INDEX["broadleaf_forest"]
@@ -169,31 +182,31 @@ class LandCoverMap:
             # the lake lies in a forest stand
             cls[self._units.query(self.lake)[1]] = CLASS_INDEX["broadleaf_forest"]
             self._unit_cls = cls.astype(np.int8)
-            fields = _jittered_points(rng, padded, _FIELD_M)
+            fields = _jittered_points(rng, padded, field_m)
             idx, p = _mix(_FIELD_MIX)
             self._fields = cKDTree(fields)
             self._field_cls = rng.choice(idx, size=len(fields), p=p).astype(np.int8)
             self._warp = (
-                SmoothField(rng, _WARP_WAVELENGTH_M, hotspot_xy),
-                SmoothField(rng, _WARP_WAVELENGTH_M, hotspot_xy),
+                SmoothField(rng, warp_lam, hotspot_xy),
+                SmoothField(rng, warp_lam, hotspot_xy),
             )
         elif landscape == "sections":
-            self._x0 = math.floor(xmin / _SECTION_M) * _SECTION_M
-            self._y0 = math.floor(ymin / _SECTION_M) * _SECTION_M
-            nx = int(math.ceil((xmax - self._x0) / _SECTION_M)) + 1
-            ny = int(math.ceil((ymax - self._y0) / _SECTION_M)) + 1
+            self._x0 = math.floor(xmin / section_m) * section_m
+            self._y0 = math.floor(ymin / section_m) * section_m
+            nx = int(math.ceil((xmax - self._x0) / section_m)) + 1
+            ny = int(math.ceil((ymax - self._y0) / section_m)) + 1
             cx, cy = np.meshgrid(
-                self._x0 + _SECTION_M * (np.arange(nx) + 0.5),
-                self._y0 + _SECTION_M * (np.arange(ny) + 0.5),
+                self._x0 + section_m * (np.arange(nx) + 0.5),
+                self._y0 + section_m * (np.arange(ny) + 0.5),
             )
-            farms = SmoothField(rng, (6_000, 15_000), hotspot_xy)(cx, cy)
+            farms = SmoothField(rng, (6_000 * scale, 15_000 * scale), hotspot_xy)(cx, cy)
             rho = _FARM_CORRELATION
             u = ndtr(math.sqrt(rho) * farms + math.sqrt(1 - rho) * rng.standard_normal(cx.shape))
             idx, p = _mix(_SECTION_MIX)
             cls = idx[np.minimum(np.searchsorted(np.cumsum(p), u), len(idx) - 1)]
             # the lake lies in a wood lot
-            li = int((self.lake[1] - self._y0) // _SECTION_M)
-            lj = int((self.lake[0] - self._x0) // _SECTION_M)
+            li = int((self.lake[1] - self._y0) // section_m)
+            lj = int((self.lake[0] - self._x0) // section_m)
             if 0 <= li < ny and 0 <= lj < nx:
                 cls[li, lj] = CLASS_INDEX["broadleaf_forest"]
             self._cls = cls.astype(np.int8)
@@ -206,20 +219,21 @@ class LandCoverMap:
         self.river_lambda = max(1.4 * swath_m, 6_000.0)
         self.river_phase = float(rng.uniform(0, 2 * math.pi))
         self.river_w = float(np.clip(0.012 * swath_m, 120, 300))
-        self.edge_noise = SmoothField(rng, (800, 2500), hotspot_xy)
+        self.edge_noise = SmoothField(rng, (800 * scale, 2500 * scale), hotspot_xy)
 
     def _ground(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Class of the landscape (units and their fields, or sections) at 1-D points."""
         if self.landscape == "parcels":
             wx, wy = self._warp
-            bent = np.column_stack([x + _WARP_M * wx(x, y), y + _WARP_M * wy(x, y)])
+            bent = np.column_stack([x + self._warp_m * wx(x, y), y + self._warp_m * wy(x, y)])
             cls = self._unit_cls[self._units.query(bent)[1]]
             farm = cls == _FARMLAND
             on_farm = np.column_stack([x[farm], y[farm]])
             cls[farm] = self._field_cls[self._fields.query(on_farm)[1]]
             return cls
-        ci = np.clip(((x - self._x0) // _SECTION_M).astype(np.int64), 0, self._cls.shape[1] - 1)
-        ri = np.clip(((y - self._y0) // _SECTION_M).astype(np.int64), 0, self._cls.shape[0] - 1)
+        sec = self._section_m
+        ci = np.clip(((x - self._x0) // sec).astype(np.int64), 0, self._cls.shape[1] - 1)
+        ri = np.clip(((y - self._y0) // sec).astype(np.int64), 0, self._cls.shape[0] - 1)
         return self._cls[ri, ci]
 
     def class_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -32,6 +32,10 @@ class SynthParams:
     """Acquisition dates over the European site (at least 7: the special cases need them)."""
     revisits_us: int = 4
     """Acquisition dates over the US site (at least 3)."""
+    landscape_scale: float = 1.0
+    """Factor on the land-cover map's lengths (units, fields, sections; 0.05..4).  Below 1 a
+    small patch holds several classes; 1.0 is left out of :meth:`to_dict`, so archives made
+    with the default keep their manifest."""
 
     def __post_init__(self) -> None:
         if not 48 <= self.tile_px <= 2000:
@@ -46,13 +50,23 @@ class SynthParams:
             raise SynthError(f"revisits_eu must be within 7..40, got {self.revisits_eu}")
         if not 3 <= self.revisits_us <= 40:
             raise SynthError(f"revisits_us must be within 3..40, got {self.revisits_us}")
+        if not 0.05 <= self.landscape_scale <= 4.0:
+            raise SynthError(f"landscape_scale must be within 0.05..4, got {self.landscape_scale}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["landscape_scale"] == 1.0:
+            del d["landscape_scale"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SynthParams:
-        return cls(**{k: int(v) for k, v in d.items()})
+        return cls(**{k: _cast(k, v) for k, v in d.items()})
+
+
+def _cast(name: str, value: Any) -> Any:
+    """A parameter's value as its type: ``landscape_scale`` is a float, the others ints."""
+    return float(value) if name == "landscape_scale" else int(value)
 
 
 PRESETS: dict[str, SynthParams] = {
@@ -70,5 +84,5 @@ def resolve_params(preset: str, **overrides: Any) -> SynthParams:
     unknown = set(overrides) - fields
     if unknown:
         raise SynthError(f"unknown synth parameter(s) {sorted(unknown)} (known: {sorted(fields)})")
-    given = {k: int(v) for k, v in overrides.items() if v is not None}
+    given = {k: _cast(k, v) for k, v in overrides.items() if v is not None}
     return dataclasses.replace(PRESETS[preset], **given)
