@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -304,8 +304,8 @@ class SpectralAdapter(nn.Sequential):
         """
         conv, bn = self[0], self[1]
         assert isinstance(conv, nn.Conv3d) and isinstance(bn, nn.modules.batchnorm._BatchNorm)
-        use_batch = bn.training or bn.running_mean is None
-        if use_batch:
+
+        def batch_moments() -> tuple[torch.Tensor, torch.Tensor, int]:
             w, b = self._banded(0, index)  # (R, P*C), (P*C,)
             c = conv.out_channels
             n_pos = w.shape[1] // c
@@ -316,19 +316,10 @@ class SpectralAdapter(nn.Sequential):
             mean_pc = mean_f.reshape(n_pos, c)
             mean = mean_pc.mean(0)
             var = (var_f.reshape(n_pos, c) + mean_pc.square()).mean(0) - mean.square()
-            var = var.clamp_min(0)
-            if bn.training and bn.track_running_stats and bn.running_mean is not None:
-                _update_running_stats(bn, mean.detach(), var.detach(), count * n_pos)
-        else:
-            assert bn.running_mean is not None and bn.running_var is not None
-            mean, var = bn.running_mean, bn.running_var
-        scale = torch.rsqrt(var + bn.eps)
-        if bn.weight is not None:
-            scale = scale * bn.weight
-        shift = -mean * scale
-        if bn.bias is not None:
-            shift = shift + bn.bias
-        return scale, shift
+            return mean, var.clamp_min(0), count * n_pos
+
+        mean, var, _ = _statistics(bn, batch_moments)
+        return _affine(bn, mean, var)
 
     def _folded_first_layer(
         self, rows: torch.Tensor, index: torch.Tensor
@@ -485,6 +476,39 @@ def _row_moments(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mu, gram / n - torch.outer(mu, mu)
 
 
+def _statistics(
+    bn: nn.modules.batchnorm._BatchNorm,
+    batch_moments: Callable[[], tuple[torch.Tensor, torch.Tensor, int]],
+    update: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """The (mean, biased variance) BatchNorm normalises with, and whether they are the batch's.
+
+    In training (or without running statistics) they are the batch's, from ``batch_moments()``
+    (mean, variance and the number of values they were taken over), and the running statistics
+    move as BatchNorm moves them (unless ``update`` is off); else the running ones.
+    """
+    if bn.training or bn.running_mean is None:
+        mean, var, count = batch_moments()
+        if update and bn.training and bn.track_running_stats and bn.running_mean is not None:
+            _update_running_stats(bn, mean.detach(), var.detach(), count)
+        return mean, var, True
+    assert bn.running_var is not None
+    return bn.running_mean, bn.running_var, False
+
+
+def _affine(
+    bn: nn.modules.batchnorm._BatchNorm, mean: torch.Tensor, var: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BatchNorm as a per-channel (scale, shift) for the statistics ``mean`` and ``var``."""
+    scale = torch.rsqrt(var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    return scale, shift
+
+
 def _bn_relu_rows(
     bn: nn.modules.batchnorm._BatchNorm, h: torch.Tensor, update: bool = True
 ) -> torch.Tensor:
@@ -495,23 +519,16 @@ def _bn_relu_rows(
     reduction kernels, then one multiply-add per element, do not. Same statistics, running-stat
     update and gradients as BatchNorm (the gradient flows through the batch mean and variance).
     """
-    if bn.training or bn.running_mean is None:
+
+    def batch_moments() -> tuple[torch.Tensor, torch.Tensor, int]:
         m = h.shape[0]
         acc = torch.float64 if h.dtype == torch.float64 else torch.float32
         mean = h.sum(0, dtype=acc) / m
         sq = torch.linalg.vector_norm(h, 2, dim=0, dtype=acc).square() / m
-        var = (sq - mean.square()).clamp_min(0)
-        if update and bn.training and bn.track_running_stats and bn.running_mean is not None:
-            _update_running_stats(bn, mean.detach(), var.detach(), m)
-    else:
-        assert bn.running_var is not None
-        mean, var = bn.running_mean, bn.running_var
-    scale = torch.rsqrt(var + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight
-    shift = -mean * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias
+        return mean, (sq - mean.square()).clamp_min(0), m
+
+    mean, var, _ = _statistics(bn, batch_moments, update)
+    scale, shift = _affine(bn, mean, var)
     return F.relu(torch.addcmul(shift.to(h.dtype), h, scale.to(h.dtype)))
 
 
@@ -523,15 +540,11 @@ def _bn_relu_rows_fused(bn: nn.modules.batchnorm._BatchNorm, h: torch.Tensor) ->
     """
     from . import adapter_triton as kt
 
-    batch = bn.training or bn.running_mean is None
-    if batch:
-        mean, var = kt.row_moments(h)
-        if bn.training and bn.track_running_stats and bn.running_mean is not None:
-            _update_running_stats(bn, mean, var, h.shape[0])
-    else:
-        assert bn.running_mean is not None and bn.running_var is not None
-        mean, var = bn.running_mean.float(), bn.running_var.float()
-    return kt.bn_relu_rows(h, bn.weight, bn.bias, mean, var, bn.eps, batch)
+    def batch_moments() -> tuple[torch.Tensor, torch.Tensor, int]:
+        return (*kt.row_moments(h), h.shape[0])
+
+    mean, var, batch = _statistics(bn, batch_moments)
+    return kt.bn_relu_rows(h, bn.weight, bn.bias, mean.float(), var.float(), bn.eps, batch)
 
 
 def _update_running_stats(
