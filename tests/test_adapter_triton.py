@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -23,18 +24,12 @@ SCRIPT = textwrap.dedent(
     """
     import copy, json, sys
     import torch
-    from spectralearth_build.train.models import SpectralAdapter
+    sys.path.insert(0, sys.argv[2])
+    from trainkit import reference_adapter
     from spectralearth_build.train.models.adapter import adapter_positions
 
     def case(bands, h, w, train):
-        torch.manual_seed(0)
-        ref = SpectralAdapter(impl="reference")
-        for m in ref.modules():  # non-trivial BatchNorm state
-            if isinstance(m, torch.nn.BatchNorm3d):
-                m.running_mean.normal_()
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.data.uniform_(0.5, 1.5)
-                m.bias.data.normal_()
+        ref = reference_adapter()
         tri = copy.deepcopy(ref)
         tri.impl = "triton"
         x = torch.rand(2, bands, h, w, generator=torch.Generator().manual_seed(3))
@@ -66,7 +61,7 @@ def results() -> list[dict]:
     """Reference and Triton results for every case, from one interpreter subprocess."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, json.dumps(CASES)],
+        [sys.executable, "-c", SCRIPT, json.dumps(CASES), str(Path(__file__).parent)],
         capture_output=True,
         text=True,
         env=env,

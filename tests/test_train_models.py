@@ -13,6 +13,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 
+from trainkit import reference_adapter  # noqa: E402
+
 from spectralearth_build.train.models import (  # noqa: E402
     CheckpointError,
     ModelError,
@@ -165,15 +167,7 @@ def test_banded_weight_is_the_conv():
 
 
 def _adapters(dtype):
-    torch.manual_seed(0)
-    ref = SpectralAdapter(impl="reference")
-    for m in ref.modules():  # non-trivial BatchNorm state
-        if isinstance(m, torch.nn.BatchNorm3d):
-            m.running_mean.normal_()
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_()
-    ref = ref.to(dtype)
+    ref = reference_adapter().to(dtype)
     variants = {"reference": ref}
     for name, kw in {
         "fast": {},

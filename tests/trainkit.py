@@ -1,4 +1,5 @@
-"""Tiny stand-in backbones with the Spec ViT / Spec RN structure, for method tests."""
+"""Tiny stand-in backbones with the Spec ViT / Spec RN structure, for method tests; a reference
+spectral adapter with non-trivial BatchNorm state; labelled stores for the training tests."""
 
 from __future__ import annotations
 
@@ -6,6 +7,21 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+
+def reference_adapter(seed: int = 0) -> nn.Module:
+    """A Conv3d-reference ``SpectralAdapter`` with seeded, non-trivial BatchNorm state."""
+    from spectralearth_build.train.models import SpectralAdapter
+
+    torch.manual_seed(seed)
+    ref = SpectralAdapter(impl="reference")
+    for m in ref.modules():
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_()
+    return ref
 
 
 class TinySpecViT(nn.Module):
