@@ -152,13 +152,20 @@ class LaunchConfig:
 FWD = LaunchConfig(block_m=64, num_warps=4)
 BWD = LaunchConfig(block_m=32, num_warps=4, programs_per_sm=4)
 #: under Triton's interpreter (CPU): small tiles
-INTERPRET = LaunchConfig(block_m=32, num_warps=4, programs_per_sm=2)
+INTERPRET = LaunchConfig(block_m=32, num_warps=4, programs_per_sm=16)
 
 
-def _config(bwd: bool) -> LaunchConfig:
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        return INTERPRET
-    return BWD if bwd else FWD
+def _launch(cfg: LaunchConfig) -> LaunchConfig:
+    """``cfg``, or the small tiles of ``INTERPRET`` under Triton's interpreter (CPU)."""
+    return INTERPRET if os.environ.get("TRITON_INTERPRET") == "1" else cfg
+
+
+def _programs(t: torch.Tensor, cfg: LaunchConfig) -> int:
+    """Programs of a grid-stride kernel in all: ``programs_per_sm`` per SM (once on the CPU)."""
+    if t.is_cuda:
+        sms = torch.cuda.get_device_properties(t.device).multi_processor_count
+        return cfg.programs_per_sm * sms
+    return cfg.programs_per_sm
 
 
 @triton.jit
@@ -294,14 +301,6 @@ def _meta(x: torch.Tensor) -> dict[str, int | str]:
     }
 
 
-def _programs_per_position(x: torch.Tensor, pos2: int, cfg: LaunchConfig) -> int:
-    """Backward programs per layer-2 position (fixed per device, see ``LaunchConfig``)."""
-    if x.is_cuda:
-        sms = torch.cuda.get_device_properties(x.device).multi_processor_count
-        return max(1, (cfg.programs_per_sm * sms) // pos2)
-    return cfg.programs_per_sm
-
-
 class FusedLayers12(torch.autograd.Function):
     """h2 = conv2(relu(conv1_bnfolded(x))) in block form; see the module docstring.
 
@@ -327,7 +326,7 @@ class FusedLayers12(torch.autograd.Function):
         b1c = b1blk.float().contiguous()
         b2c = b2.float().contiguous()
         out = torch.empty((n, geometry.out_features), device=x.device, dtype=x.dtype)
-        cfg = _config(bwd=False)
+        cfg = _launch(FWD)
         grid = (triton.cdiv(n, cfg.block_m), geometry.pos2)
         _fwd_kernel[grid](
             x, w1c, b1c, w2c, b2c, out, n, hh * ww, bands, geometry.pos1, geometry.pos2,
@@ -345,8 +344,8 @@ class FusedLayers12(torch.autograd.Function):
         b, bands, hh, ww = x.shape
         n = b * hh * ww
         dh2 = dh2.to(x.dtype).contiguous()
-        cfg = _config(bwd=True)
-        g = _programs_per_position(x, geo.pos2, cfg)
+        cfg = _launch(BWD)
+        g = max(1, _programs(x, cfg) // geo.pos2)  # programs per layer-2 position
         parts = g * geo.pos2
         c1, c2 = CONST["C1"], CONST["C2"]
         f32 = {"device": x.device, "dtype": torch.float32}
@@ -472,23 +471,11 @@ def _bn_relu_bwd_kernel(
     tl.store(dh_ptr + off, dh.to(dh_ptr.dtype.element_ty), mask=ok)
 
 
-def _row_programs(h: torch.Tensor, cfg: LaunchConfig) -> int:
-    if h.is_cuda:
-        return (
-            cfg.programs_per_sm * torch.cuda.get_device_properties(h.device).multi_processor_count
-        )
-    return cfg.programs_per_sm
-
-
-def _row_cfg() -> LaunchConfig:
-    return INTERPRET if os.environ.get("TRITON_INTERPRET") == "1" else ROWS
-
-
 def row_moments(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and (biased) variance of contiguous (M, C) rows, float32."""
     m, c = h.shape
-    cfg = _row_cfg()
-    g = _row_programs(h, cfg)
+    cfg = _launch(ROWS)
+    g = _programs(h, cfg)
     part = torch.empty((g, 2, c), device=h.device, dtype=torch.float32)
     _row_stats_kernel[(g,)](h, part, m, C=c, BLOCK_R=cfg.block_m, num_warps=cfg.num_warps)
     tot = part.sum(0)
@@ -523,7 +510,7 @@ class BatchNormReLURows(torch.autograd.Function):
         if bias is not None:
             s = s + bias.float()
         y = torch.empty_like(h)
-        cfg = _row_cfg()
+        cfg = _launch(ROWS)
         grid = (triton.cdiv(m, cfg.block_m),)
         _bn_relu_kernel[grid](h, y, k, s, m, C=c, BLOCK_R=cfg.block_m, num_warps=cfg.num_warps)
         ctx.save_for_backward(h, k.contiguous(), s.contiguous(), mean.float(), rstd)
@@ -540,8 +527,8 @@ class BatchNormReLURows(torch.autograd.Function):
         h, k, s, mean, rstd = ctx.saved_tensors
         m, c = h.shape
         dy = dy.contiguous()
-        cfg = _row_cfg()
-        g = _row_programs(h, cfg)
+        cfg = _launch(ROWS)
+        g = _programs(h, cfg)
         part = torch.empty((g, 2, c), device=h.device, dtype=torch.float32)
         meta = {"C": c, "BLOCK_R": cfg.block_m, "num_warps": cfg.num_warps}
         _bn_relu_bwd_reduce_kernel[(g,)](dy, h, k, s, mean, part, m, **meta)
