@@ -160,55 +160,23 @@ def test_cli_pretrain_and_errors(store, tmp_path):
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(tiny_config("mae", 2)))
     runner = CliRunner()
-    res = runner.invoke(
-        main,
-        [
-            "pretrain",
-            "--config",
-            str(cfg_path),
-            "--data",
-            str(store),
-            "--out",
-            str(tmp_path / "run"),
-            "--max-steps",
-            "2",
-            "-q",
-        ],
-    )
+    run = [
+        "pretrain",
+        "--config",
+        str(cfg_path),
+        "--data",
+        str(store),
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    res = runner.invoke(main, [*run, "--max-steps", "2", "-q"])
     assert res.exit_code == 0, res.output
     assert "steps 0->2 of 2" in res.output and (tmp_path / "run" / "summary.json").exists()
-    res = runner.invoke(
-        main,
-        [
-            "pretrain",
-            "--config",
-            str(cfg_path),
-            "--data",
-            str(store),
-            "--out",
-            str(tmp_path / "run"),
-            "--batch-size",
-            "4096",
-        ],
-    )
+    res = runner.invoke(main, [*run, "--batch-size", "4096"])
     assert res.exit_code == 1 and "Error:" in res.output and "global batch" in res.output
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"method": {"name": "simclr"}}))
     res = runner.invoke(main, ["pretrain", "--config", str(bad), "--data", str(store)])
     assert res.exit_code == 1 and "method.name" in res.output
-    res = runner.invoke(
-        main,
-        [
-            "pretrain",
-            "--config",
-            str(cfg_path),
-            "--data",
-            str(store),
-            "--out",
-            str(tmp_path / "run"),
-            "--max-steps",
-            "3",
-            "--resume",
-        ],
-    )
+    res = runner.invoke(main, [*run, "--max-steps", "3", "--resume"])
     assert res.exit_code == 1 and "another config" in res.output
