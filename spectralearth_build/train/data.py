@@ -193,10 +193,16 @@ class ShardViewReader:
             raw = os.pread(fd, nbytes, offset)
         finally:
             os.close(fd)
-        if self.codec is None:
-            out[...] = np.frombuffer(raw, dtype=self.dtype).reshape(out.shape)
-        else:
-            self.codec.decode(raw, out=out)
+        try:
+            if self.codec is None:
+                out[...] = np.frombuffer(raw, dtype=self.dtype).reshape(out.shape)
+            else:
+                self.codec.decode(raw, out=out)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise InputError(
+                f"{path}: inner chunk {within} (location slot {slot}, timestamp {t}) does not "
+                f"decode to int16 {tuple(out.shape)}: {exc}"
+            ) from None
         self.decoded_bytes += out.nbytes
 
 
@@ -247,6 +253,13 @@ class StoreDataset(torch.utils.data.Dataset):
         self.slots = np.asarray(ds.table["slot"].to_numpy(), dtype=np.int64)[self.locations]
         self.band_index = select_bands(ds.wavelengths, bands, wavelength_ranges)
         self._band_sel = _as_slice(self.band_index)
+        self._all_bands = isinstance(self._band_sel, slice) and self._band_sel == slice(
+            0, len(ds.wavelengths)
+        )
+        self._scratch: np.ndarray | None = None  # one full-band view, for band subsets
+        p_y, p_x = (int(v) for v in ds.images.shape[-2:])
+        self.patch_shape = (p_y, p_x)
+        """``(P, P)``: pixels of a patch (y, x)."""
         self.seed = int(seed)
         self.epoch = 0
         self.transforms = transforms
@@ -304,24 +317,39 @@ class StoreDataset(torch.utils.data.Dataset):
 
         Each distinct timestamp is decoded once, one inner chunk per view.
         """
+        out = np.empty((len(ts), self.n_bands, *self.patch_shape), dtype=np.int16)
+        self.read_into(j, ts, out)
+        return out
+
+    def read_into(self, j: int, ts: Sequence[int], out: np.ndarray) -> None:
+        """Decode views ``ts`` of position ``j`` (selected bands) into ``out``.
+
+        Args:
+            j: dataset position.
+            ts: timestamp indices (0-based); a repeated index is decoded once and copied.
+            out: C-contiguous int16 ``(len(ts), C_sel, P, P)``; with every band selected each
+                view is decoded straight into its row (no intermediate array).
+        """
+        ts = [int(t) for t in ts]
         reader = self.reader
         if reader is None:
             got = self.store.read_views(int(self.locations[j]), ts)
-        else:
-            n = int(self.n_views[j])
-            if any(not 0 <= int(t) < n for t in ts):
-                raise IndexError(f"position {j} has {n} timestamps, asked for {list(ts)}")
-            slot = int(self.slots[j])
-            ts = [int(t) for t in ts]
-            got = np.empty((len(ts), *reader.chunks[2:]), dtype=np.int16)
-            for k, t in enumerate(ts):
-                if t in ts[:k]:
-                    got[k] = got[ts.index(t)]
-                else:
-                    reader.read_into(slot, t, got[k])
-        if not isinstance(self._band_sel, slice) or self._band_sel != slice(0, got.shape[1]):
-            got = np.ascontiguousarray(got[:, self._band_sel])
-        return got
+            out[...] = got if self._all_bands else got[:, self._band_sel]
+            return
+        n = int(self.n_views[j])
+        if any(not 0 <= t < n for t in ts):
+            raise IndexError(f"position {j} has {n} timestamps, asked for {ts}")
+        slot = int(self.slots[j])
+        for k, t in enumerate(ts):
+            if t in ts[:k]:
+                out[k] = out[ts.index(t)]
+            elif self._all_bands:
+                reader.read_into(slot, t, out[k])
+            else:
+                if self._scratch is None:
+                    self._scratch = np.empty(reader.chunks[2:], dtype=np.int16)
+                reader.read_into(slot, t, self._scratch)
+                out[k] = self._scratch[self._band_sel]
 
     def rng(self, j: int, epoch: int) -> np.random.Generator:
         """The generator of position ``j`` in ``epoch`` (independent of worker and order)."""
@@ -344,21 +372,50 @@ class StoreDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.locations)
 
-    def __getitem__(self, key: Key) -> dict[str, Any]:
+    def fields(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Shape and dtype of each array of a sample, in sample order (``index`` last).
+
+        Every sample of a dataset has these shapes (padding where needed), so a batch of them
+        fits preallocated buffers (:class:`~.ring.RingLoader`); 0-d fields are int64 scalars.
+        """
+        return {**self._fields(), "index": ((), np.dtype(np.int64))}
+
+    def empty_sample(self) -> dict[str, np.ndarray]:
+        """Uninitialised arrays of :meth:`fields`, for :meth:`sample_into`."""
+        return {k: np.empty(shape, dtype=dt) for k, (shape, dt) in self.fields().items()}
+
+    def sample_into(self, key: Key, out: dict[str, np.ndarray]) -> None:
+        """Write sample ``key`` into ``out`` (arrays of :meth:`fields`; pixels decoded in place).
+
+        The same draws and values as ``self[key]`` (without ``transforms``).
+        """
         j, epoch = self._key(key)
-        sample = self.sample(j, self.rng(j, epoch))
-        sample["index"] = j
+        self.fill(j, self.rng(j, epoch), out)
+        out["index"][...] = j
+
+    def __getitem__(self, key: Key) -> dict[str, Any]:
+        out = self.empty_sample()
+        self.sample_into(key, out)
+        sample = {k: v.item() if v.ndim == 0 else torch.from_numpy(v) for k, v in out.items()}
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample
 
-    def sample(self, j: int, rng: np.random.Generator) -> dict[str, Any]:
+    def _fields(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         raise NotImplementedError
+
+    def fill(self, j: int, rng: np.random.Generator, out: dict[str, np.ndarray]) -> None:
+        """Draw sample ``j`` from ``rng`` and write it into ``out`` (all fields but ``index``)."""
+        raise NotImplementedError
+
+    def _image_field(self, *views: int) -> tuple[tuple[int, ...], np.dtype]:
+        return ((*views, self.n_bands, *self.patch_shape), np.dtype(np.int16))
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_ds"] = None  # each worker opens its own store
         state["_reader"], state["_reader_pid"] = None, -1
+        state["_scratch"] = None
         return state
 
     def __repr__(self) -> str:
@@ -374,9 +431,13 @@ class SingleView(StoreDataset):
     Sample: ``image`` int16 ``(C, P, P)``, ``t`` (timestamp index, 0-based), ``index``.
     """
 
-    def sample(self, j: int, rng: np.random.Generator) -> dict[str, Any]:
+    def _fields(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        return {"image": self._image_field(), "t": ((), np.dtype(np.int64))}
+
+    def fill(self, j: int, rng: np.random.Generator, out: dict[str, np.ndarray]) -> None:
         t = int(rng.integers(self.n_views[j]))
-        return {"image": torch.from_numpy(self.read(j, [t])[0]), "t": t}
+        self.read_into(j, [t], out["image"][None])
+        out["t"][...] = t
 
 
 class TemporalPair(StoreDataset):
@@ -386,7 +447,10 @@ class TemporalPair(StoreDataset):
     Sample: ``image`` int16 ``(2, C, P, P)`` (view 0, view 1), ``t`` int64 ``(2,)``, ``index``.
     """
 
-    def sample(self, j: int, rng: np.random.Generator) -> dict[str, Any]:
+    def _fields(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        return {"image": self._image_field(2), "t": ((2,), np.dtype(np.int64))}
+
+    def fill(self, j: int, rng: np.random.Generator, out: dict[str, np.ndarray]) -> None:
         n = int(self.n_views[j])
         if n >= 2:
             t0 = int(rng.integers(n))
@@ -394,10 +458,8 @@ class TemporalPair(StoreDataset):
             t1 += t1 >= t0  # uniform over the other n - 1 timestamps
         else:
             t0 = t1 = 0
-        return {
-            "image": torch.from_numpy(self.read(j, [t0, t1])),
-            "t": torch.tensor([t0, t1], dtype=torch.int64),
-        }
+        self.read_into(j, [t0, t1], out["image"])
+        out["t"][:] = (t0, t1)
 
 
 class AllViews(StoreDataset):
@@ -418,19 +480,22 @@ class AllViews(StoreDataset):
         if self.max_views < 1:
             raise InputError(f"max_views must be at least 1, got {max_views}")
 
-    def sample(self, j: int, rng: np.random.Generator) -> dict[str, Any]:
+    def _fields(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        T = self.max_views
+        return {
+            "image": self._image_field(T),
+            "valid": ((T,), np.dtype(bool)),
+            "t": ((T,), np.dtype(np.int64)),
+        }
+
+    def fill(self, j: int, rng: np.random.Generator, out: dict[str, np.ndarray]) -> None:
         n, T = int(self.n_views[j]), self.max_views
         ts = np.arange(n) if n <= T else np.sort(rng.choice(n, T, replace=False))
-        views = self.read(j, ts.tolist())
-        image = np.full((T, *views.shape[1:]), NODATA, dtype=np.int16)
-        image[: len(ts)] = views
-        t = np.full(T, -1, dtype=np.int64)
-        t[: len(ts)] = ts
-        return {
-            "image": torch.from_numpy(image),
-            "valid": torch.from_numpy(t >= 0),
-            "t": torch.from_numpy(t),
-        }
+        self.read_into(j, ts.tolist(), out["image"][: len(ts)])
+        out["image"][len(ts) :] = NODATA
+        out["t"][:] = -1
+        out["t"][: len(ts)] = ts
+        out["valid"][:] = out["t"] >= 0
 
 
 class LabelTask(StoreDataset):
@@ -477,6 +542,7 @@ class LabelTask(StoreDataset):
         self.task, self.split, self.scheme, self.view = task, split, scheme, view
         self.meta: dict[str, Any] = dict(task_view.meta)
         self.label_name: str = task_view.label_name
+        self._label_field: tuple[tuple[int, ...], np.dtype] | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -487,14 +553,20 @@ class LabelTask(StoreDataset):
         """Class index of background and unlisted codes (segmentation), else None."""
         return self.meta.get("ignore_index")
 
-    def sample(self, j: int, rng: np.random.Generator) -> dict[str, Any]:
+    def _fields(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        if self._label_field is None:  # the target of one mask: shape and dtype of every one
+            mask = self.store.labels.mask(self.label_name, int(self.locations[0]))
+            target = task_target(self.meta, mask)
+            self._label_field = (target.shape, target.dtype)
+        t = ((), np.dtype(np.int64))
+        return {"image": self._image_field(), "label": self._label_field, "t": t}
+
+    def fill(self, j: int, rng: np.random.Generator, out: dict[str, np.ndarray]) -> None:
         t = 0 if self.view == "first" else int(rng.integers(self.n_views[j]))
         mask = self.store.labels.mask(self.label_name, int(self.locations[j]))
-        return {
-            "image": torch.from_numpy(self.read(j, [t])[0]),
-            "label": torch.from_numpy(task_target(self.meta, mask)),
-            "t": t,
-        }
+        self.read_into(j, [t], out["image"][None])
+        out["label"][...] = task_target(self.meta, mask)
+        out["t"][...] = t
 
 
 # -- sampling and loading ------------------------------------------------------------------------
