@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import yaml
 from click.testing import CliRunner
 from trainkit import labelled_store
 
+from spectralearth_build.config import ConfigError
 from spectralearth_build.train.cli import main
 from spectralearth_build.train.pretrain import PretrainConfig, load_checkpoint, pretrain
 
@@ -95,6 +97,36 @@ def test_resume_is_bit_identical(method, store, tmp_path):
         {**r, **{k: f[k] for k in ("samples_per_s", "elapsed_s", "data_share")}}
         for r, f in zip(read_log(tmp_path / "part"), read_log(tmp_path / "full"))
     ]
+
+
+def test_ring_and_torch_loaders_give_the_same_losses(store, tmp_path):
+    runs = {}
+    for loader, workers in (("torch", 0), ("ring", 2)):
+        cfg = tiny_config("moco", 3)
+        cfg["data"].update(loader=loader, num_workers=workers)
+        runs[loader] = pretrain(PretrainConfig.from_dict(cfg), store, tmp_path / loader)
+        summary = json.loads((tmp_path / loader / "summary.json").read_text())
+        assert summary["loader"] == loader
+    assert runs["ring"].losses == runs["torch"].losses and len(runs["ring"].losses) == 3
+    cfg = tiny_config("moco", 1)
+    assert PretrainConfig.from_dict(cfg).data.loader == "auto"  # the default: torch on CPU
+    pretrain(PretrainConfig.from_dict(cfg), store, tmp_path / "auto")
+    assert json.loads((tmp_path / "auto" / "summary.json").read_text())["loader"] == "torch"
+
+
+@pytest.mark.parametrize("value", ["fast", 1, None])
+def test_a_bad_data_loader_is_a_config_error(value, tmp_path):
+    cfg = tiny_config("mae", 1)
+    cfg["data"]["loader"] = value
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match=r"data\.loader must be one of auto, ring, torch"):
+        PretrainConfig.from_yaml(path)
+    path.write_text(yaml.safe_dump(tiny_config("mae", 1)))
+    res = CliRunner().invoke(
+        main, ["pretrain", "--config", str(path), "--data", str(tmp_path), "--set", "data.loader=x"]
+    )
+    assert res.exit_code == 1 and res.output.startswith("Error:") and "data.loader" in res.output
 
 
 def _torchrun(args: list[str], nproc: int, cwd: Path) -> subprocess.CompletedProcess:

@@ -45,9 +45,12 @@ from ..config import ConfigError, _section
 from . import distributed as tdist
 from .methods import METHODS, Method, build_method
 from .methods.common import StepRandom, _seed_of
+from .ring import RingLoader, ring_available
 from .transforms import AugmentConfig, AugmentParams, DeviceTransform, apply_params, sample_params
 
 CHECKPOINT_FORMAT = "spectralearth-train/1"
+LOADERS = ("auto", "ring", "torch")
+"""Values of ``data.loader``."""
 
 
 class TrainInputError(ValueError):
@@ -73,7 +76,17 @@ class DataConfig:
     temporal_pairs: bool = True
     """Positive pair = two timestamps of a location where it has two or more."""
     num_workers: int = 0
-    """DataLoader worker processes per training process."""
+    """Loader worker processes per training process."""
+    loader: str = "auto"
+    """``ring`` (:class:`~.ring.RingLoader`: workers decode into a shared, page-locked ring of
+    batch buffers, side-stream copies to the GPU), ``torch`` (``DataLoader``, pinned on CUDA) or
+    ``auto`` (ring on CUDA, torch elsewhere).  Both give the same batches."""
+
+    def __post_init__(self) -> None:
+        if self.loader not in LOADERS:
+            raise ConfigError(
+                f"data.loader must be one of {', '.join(LOADERS)}, got {self.loader!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -285,6 +298,29 @@ class StepSampler(torch.utils.data.Sampler):
                 yield [(int(i), epoch) for i in perm[lo : lo + self.b]]
 
 
+def build_loader(
+    ds: torch.utils.data.Dataset, sampler: StepSampler, cfg: DataConfig, dev: torch.device
+) -> RingLoader | torch.utils.data.DataLoader:
+    """The loader ``cfg.loader`` names over ``ds`` and ``sampler`` (``auto``: ring on CUDA).
+
+    Batches hold int16 images, on ``dev`` with the ring loader on CUDA, else on the CPU
+    (pinned on CUDA); the device transform moves them (a no-op for device tensors).
+    """
+    kind = cfg.loader
+    if kind == "auto":
+        kind = "ring" if dev.type == "cuda" and ring_available() else "torch"
+    if kind == "ring":
+        device = dev if dev.type == "cuda" else None
+        return RingLoader(ds, sampler, num_workers=cfg.num_workers, device=device)
+    return torch.utils.data.DataLoader(
+        ds,
+        batch_sampler=sampler,
+        num_workers=cfg.num_workers,
+        pin_memory=dev.type == "cuda",
+        persistent_workers=False,
+    )
+
+
 def augment_config(cfg: DataConfig) -> AugmentConfig:
     """The device transform's augmentation for ``cfg``."""
     return AugmentConfig(
@@ -473,13 +509,7 @@ def pretrain(
     )
 
     sampler = StepSampler(len(ds), tc.batch_size, tc.accumulate, world, rank, tc.seed, start, stop)
-    loader = torch.utils.data.DataLoader(
-        ds,
-        batch_sampler=sampler,
-        num_workers=cfg.data.num_workers,
-        pin_memory=dev.type == "cuda",
-        persistent_workers=False,
-    )
+    loader = build_loader(ds, sampler, cfg.data, dev)
 
     is_main = rank == 0
     if is_main:
@@ -581,6 +611,8 @@ def pretrain(
             _write_log(log_path, log_fields, log_rows)
     if bar is not None:
         bar.close()
+    if isinstance(loader, RingLoader):
+        loader.close()
     elapsed = time.perf_counter() - t0
     n_steps = max(stop - start, 0)
     result = RunResult(
@@ -601,6 +633,7 @@ def pretrain(
             "device": str(dev),
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
             "loader_share": t_data_total / max(elapsed, 1e-9),
+            "loader": "ring" if isinstance(loader, RingLoader) else "torch",
             "config": cfg.to_dict(),
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
