@@ -4,7 +4,11 @@ Measured in one run, side by side (the machine may be shared, so only ratios wit
 compared), for ``SingleView`` and ``TemporalPair`` samples and each number of DataLoader
 workers asked for:
 
-* ``store``: :mod:`spectralearth_build.train.data` over a built store (per-view reads, int16);
+* ``store``: :mod:`spectralearth_build.train.data` over a built store (per-view reads, int16),
+  through torch's ``DataLoader`` (default collate);
+* ``store_ring``: the same datasets and batches through
+  :class:`~spectralearth_build.train.ring.RingLoader` (workers decode into a shared ring of
+  batch buffers; ``ring_over_dataloader`` is the ratio of the two, per number of workers);
 * ``geotiff``: the SpectralEarth layout ``enmap/<7-digit location>/<5-digit tile>.tif`` (one
   int16 202-band GeoTIFF per timestamp, uncompressed unless ``--geotiff-compress``), written
   here from the same store with rasterio, and read the way SpectralEarth's pretraining dataset
@@ -18,7 +22,9 @@ bytes decoded per sample (the direct shard reader's and zarr's int16 chunk decod
 whole files for GeoTIFF) against the size of one view, and with ``--device cuda`` measures
 samples/s with the batched transforms on the GPU (``TemporalPair`` + MoCo recipe,
 ``SingleView`` + MAE recipe; per batch size, with and without pinned memory), the transforms
-alone, and the loader alone.  Results go to ``benchmarks/results/``.
+alone, and the loader alone, for the DataLoader and for the ring loader (page-locked ring,
+side-stream host-to-device copies, same batch sizes and workers).  Results go to
+``benchmarks/results/``.
 
     python benchmarks/loader_throughput.py --store demo/dataset
     python benchmarks/loader_throughput.py --store /tmp/store --device cuda --workers 0 1 2 16 \\
@@ -38,10 +44,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
 from spectralearth_build import __version__, open_dataset
-from spectralearth_build.train.data import SingleView, StoreDataset, TemporalPair, make_loader
+from spectralearth_build.train.data import (
+    EpochSampler,
+    SingleView,
+    StoreDataset,
+    TemporalPair,
+    make_loader,
+)
+from spectralearth_build.train.ring import RingLoader
 from spectralearth_build.train.transforms import DeviceTransform
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -162,6 +175,16 @@ def store_loader(store: Path, kind: str, n: int, bs: int, workers: int, **kw: An
     return make_loader(ds, bs, num_workers=workers, persistent_workers=False, **kw)
 
 
+def ring_loader(
+    store: Path, kind: str, n: int, bs: int, workers: int, device: str | None = None
+) -> RingLoader:
+    """:class:`RingLoader` over the batches :func:`store_loader`'s DataLoader draws."""
+    n_loc = len(open_dataset(store))
+    ds = KINDS[kind](store, locations=np.resize(np.arange(n_loc), n), seed=0)
+    batches = BatchSampler(EpochSampler(ds, shuffle=True, seed=0), bs, drop_last=True)
+    return RingLoader(ds, batches, num_workers=workers, device=device)
+
+
 def geotiff_loader(root: Path, kind: str, n: int, bs: int, workers: int) -> DataLoader:
     ds = SpectralEarthPretrainDataset(root, return_two_views=kind == "TemporalPair")
     sampler = RandomSampler(ds, replacement=True, num_samples=n)
@@ -235,16 +258,24 @@ def gpu_section(store: Path, workers: int, sizes: list[int], n: int) -> dict[str
             x = batch["image"].to("cuda", non_blocking=True)
             return tr.pair(x) if kind == "TemporalPair" else tr(x)
 
-        runs = []
+        runs, ring_runs = [], []
         for bs in sizes:
             for pin in (False, True):
                 loader = store_loader(store, kind, n, bs, workers, pin_memory=pin)
                 rate = batches_per_s(loader, bs, step)
-                runs.append({"batch_size": bs, "pin_memory": pin, "samples_per_s": rate})
+                row = {"batch_size": bs, "loader": "torch", "pin_memory": pin}
+                runs.append({**row, "samples_per_s": rate})
                 print(kind, runs[-1], flush=True)
+            ring = ring_loader(store, kind, n, bs, workers, device="cuda")
+            rate = batches_per_s(ring, bs, step)
+            ring_runs.append({"batch_size": bs, **ring.settings(), "samples_per_s": rate})
+            print(kind, ring_runs[-1], flush=True)
         best = max(runs, key=lambda r: r["samples_per_s"])
         loader = store_loader(store, kind, n, best["batch_size"], workers)
         loader_only = batches_per_s(loader, best["batch_size"])
+        ring_best = max(ring_runs, key=lambda r: r["samples_per_s"])
+        ring = ring_loader(store, kind, n, ring_best["batch_size"], workers, device="cuda")
+        ring_only = batches_per_s(ring, ring_best["batch_size"], lambda b: None)  # loader + H2D
         # transforms alone on one device-resident batch
         bs = best["batch_size"]
         x = next(iter(store_loader(store, kind, bs, bs, 0)))["image"].to("cuda")
@@ -262,6 +293,10 @@ def gpu_section(store: Path, workers: int, sizes: list[int], n: int) -> dict[str
             "best_samples_per_s_loader_plus_gpu_transforms": best["samples_per_s"],
             "samples_per_s_loader_only_at_best": loader_only,
             "samples_per_s_gpu_transforms_only": reps * bs / (time.perf_counter() - t0),
+            "ring_loader_plus_h2d_plus_gpu_transforms": ring_runs,
+            "best_samples_per_s_ring_plus_gpu_transforms": ring_best["samples_per_s"],
+            "samples_per_s_ring_plus_h2d_only_at_best": ring_only,
+            "ring_over_dataloader_best": ring_best["samples_per_s"] / best["samples_per_s"],
         }
         print(kind, json.dumps(out[kind]), flush=True)
     return out
@@ -358,6 +393,10 @@ def main() -> None:
                 rates.setdefault((kind, "store", workers), []).append(
                     batches_per_s(loader, args.batch_size)
                 )
+                ring = ring_loader(args.store, kind, n, args.batch_size, workers)
+                rates.setdefault((kind, "store_ring", workers), []).append(
+                    batches_per_s(ring, args.batch_size)
+                )
                 if geotiff is not None:
                     loader = geotiff_loader(geotiff, kind, n, args.batch_size, workers)
                     rates.setdefault((kind, "geotiff", workers), []).append(
@@ -374,6 +413,10 @@ def main() -> None:
         {"dataset": k, "source": s, "workers": w, "samples_per_s": med[(k, s, w)], "rounds": r}
         for (k, s, w), r in sorted(rates.items())
     ]
+    result["ring_over_dataloader"] = {  # same samples, batches and workers; medians
+        kind: {str(w): med[(kind, "store_ring", w)] / med[(kind, "store", w)] for w in args.workers}
+        for kind in KINDS
+    }
     if geotiff is not None:  # ratios of the medians over rounds
         result["store_over_geotiff"] = {
             kind: {
@@ -388,7 +431,14 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(
-        json.dumps({k: result[k] for k in result if k in ("store_over_geotiff", "gpu")}, indent=1)
+        json.dumps(
+            {
+                k: result[k]
+                for k in result
+                if k in ("store_over_geotiff", "ring_over_dataloader", "gpu")
+            },
+            indent=1,
+        )
     )
     print(f"wrote {args.out}")
 

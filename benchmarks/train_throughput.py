@@ -584,20 +584,42 @@ def _cycle(loader: Any) -> Any:
 
 
 def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
-    """Steps fed from a store through the loader and device transforms, vs synthetic batches.
+    """Steps fed from a store through the ring loader and device transforms, vs synthetic batches.
 
-    Needs ``spectralearth_build.train.data`` / ``.transforms`` (the torch datasets and GPU-side
-    transforms) and a built store (``--data``).
+    Batches are pretrain's: ``StepSampler`` (a seeded permutation per epoch) over
+    ``TemporalPair`` (MoCo) or ``SingleView`` (MAE), through ``RingLoader`` (``--workers``
+    processes decoding into a shared ring; on CUDA page-locked, copied on a side stream), then
+    the device transforms and the ``Case`` step.  Every store file is read once first, so the
+    store is in the page cache (``synth-store`` leaves it there too).  Per case: samples/s from
+    the store, the synthetic rate of the same step, their ratio, the share of the timed steps
+    spent waiting in ``next()`` for the loader, and the loader's settings.
     """
     if not args.data:
         return {"status": "skipped", "reason": "no --data store given"}
     try:
-        from spectralearth_build.train.data import SingleView, TemporalPair, make_loader
-        from spectralearth_build.train.transforms import DeviceTransform
+        from spectralearth_build.train.data import SingleView, TemporalPair
+        from spectralearth_build.train.pretrain import StepSampler
+        from spectralearth_build.train.ring import RingLoader
+        from spectralearth_build.train.transforms import DeviceTransform, recipe
     except Exception as exc:  # noqa: BLE001
         return {"status": "skipped", "reason": f"datasets/transforms unavailable: {exc}"}
+    import dataclasses
+
+    files = [f for f in Path(args.data).rglob("*") if f.is_file()]
+    for f in files:  # into the page cache
+        with open(f, "rb") as fh:
+            while fh.read(1 << 24):
+                pass
     clock = Clock(args.device)
-    out: dict[str, Any] = {"status": "ok", "store": str(args.data), "cases": []}
+    out: dict[str, Any] = {
+        "status": "ok",
+        "store": str(args.data),
+        "store_bytes": sum(f.stat().st_size for f in files),
+        "store_in_page_cache": True,
+        "loader": "RingLoader",
+        "sampler": "StepSampler",
+        "cases": [],
+    }
     for method in ("moco", "mae"):
         batch = args.e2e_batch
         r: dict[str, Any] = {
@@ -605,40 +627,49 @@ def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
             "method": method,
             "batch": batch,
         }
+        loader = None
         try:
             ds = (TemporalPair if method == "moco" else SingleView)(args.data)
-            loader = make_loader(
-                ds,
-                batch,
-                num_workers=args.workers,
-                pin_memory=args.device == "cuda",
-                shard_aware=True,
-                prefetch_factor=4 if args.workers else None,
-            )
-            tf = DeviceTransform.from_dataset(ds, augment=method, device=args.device)
+            if len(ds) < batch:
+                raise ValueError(f"the store has {len(ds)} locations, fewer than a batch")
+            sampler = StepSampler(len(ds), batch, 1, 1, 0, 0, 0, args.warmup + args.steps)
+            dev = args.device if args.device == "cuda" else None
+            loader = RingLoader(ds, sampler, num_workers=args.workers, device=dev)
+            aug = dataclasses.replace(recipe(method), size=args.px)
+            tf = DeviceTransform.from_dataset(ds, augment=aug, device=args.device)
             case = Case(args, args.models[0], method, "ours", methods)
-            stream = _cycle(loader)
+            it = iter(loader)
 
-            def batch_views(stream: Any = stream, tf: Any = tf, pair: bool = method == "moco"):
-                img = next(stream)["image"]
-                return list(tf.pair(img)) if pair else [tf(img)]
+            def batch_views(it: Any = it, tf: Any = tf, pair: bool = method == "moco"):
+                t = time.perf_counter()
+                img = next(it)["image"]
+                wait = time.perf_counter() - t
+                return (list(tf.pair(img)) if pair else [tf(img)]), wait
 
             for s in range(args.warmup):
-                case.step(batch_views(), s, None, clock)
+                case.step(batch_views()[0], s, None, clock)
             clock.sync()
             t0 = time.perf_counter()
+            waited = 0.0
             for s in range(args.steps):
-                case.step(batch_views(), s, None, clock)
+                views, wait = batch_views()
+                waited += wait
+                case.step(views, s, None, clock)
             clock.sync()
-            wall = (time.perf_counter() - t0) / args.steps
-            r["samples_per_s"] = round(batch / wall, 2)
+            elapsed = time.perf_counter() - t0
+            r["samples_per_s"] = round(batch * args.steps / elapsed, 2)
             syn = synthetic.get((method, batch))
             if syn:
                 r["synthetic_samples_per_s"] = syn
                 r["ratio_to_synthetic"] = round(r["samples_per_s"] / syn, 3)
-            del case, loader, stream
+            r["loader_wait_share"] = round(waited / elapsed, 4)
+            r["loader_settings"] = loader.settings()
+            del case, it
         except Exception as exc:  # noqa: BLE001
             r["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            if loader is not None:
+                loader.close()
         free()
         out["cases"].append(r)
     return out
