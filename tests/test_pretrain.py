@@ -108,6 +108,12 @@ def test_ring_and_torch_loaders_give_the_same_losses(store, tmp_path):
         summary = json.loads((tmp_path / loader / "summary.json").read_text())
         assert summary["loader"] == loader
     assert runs["ring"].losses == runs["torch"].losses and len(runs["ring"].losses) == 3
+    cfg = tiny_config("moco", 3)  # a run stopped with one loader resumes with the other
+    cfg["data"].update(loader="ring", num_workers=2)
+    part = pretrain(PretrainConfig.from_dict(cfg), store, tmp_path / "mixed", stop_at=2)
+    cfg["data"].update(loader="torch")
+    rest = pretrain(PretrainConfig.from_dict(cfg), store, tmp_path / "mixed", resume=True)
+    assert part.losses + rest.losses == runs["torch"].losses
     cfg = tiny_config("moco", 1)
     assert PretrainConfig.from_dict(cfg).data.loader == "auto"  # the default: torch on CPU
     pretrain(PretrainConfig.from_dict(cfg), store, tmp_path / "auto")

@@ -484,7 +484,9 @@ def pretrain(
     if resume:
         path = ckpt_dir / "last.pt" if resume is True else Path(resume)
         ckpt = load_checkpoint(path)
-        if ckpt["config"] != cfg.to_dict() or ckpt["global_batch"] != global_batch:
+        if _run_keys(ckpt["config"]) != _run_keys(cfg.to_dict()) or (
+            ckpt["global_batch"] != global_batch
+        ):
             raise ConfigError(
                 f"{path}: written with another config or global batch; resume with the same ones"
             )
@@ -638,6 +640,16 @@ def pretrain(
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return result
+
+
+def _run_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """A config without ``data.loader``, for the resume check.
+
+    Both loaders give the same batches, so a run may be resumed with the other (and from
+    checkpoints written before the key existed).
+    """
+    data = {k: v for k, v in (config.get("data") or {}).items() if k != "loader"}
+    return {**config, "data": data}
 
 
 def _compile_backbones(method: Method) -> None:

@@ -464,6 +464,11 @@ class RingLoader:
             except (OSError, ValueError):
                 break
         deadline = time.monotonic() + JOIN_S
+        while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
+            try:  # read what workers still send, so none blocks on a full pipe at exit
+                self._results.get(timeout=POLL_S)
+            except (queue.Empty, OSError, ValueError, EOFError):
+                pass
         for p in procs:
             p.join(timeout=max(0.0, deadline - time.monotonic()))
         for p in procs:
