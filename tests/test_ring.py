@@ -121,7 +121,9 @@ def test_close_with_garbage_collection_and_interrupts_stop_the_workers(store):
         it = iter(loader)
         next(it)
         assert len(ring_workers()) == 2
+        shared = loader._ring.map
     assert not ring_workers() and loader._ring is None  # left the with block
+    assert shared.closed  # unmapped: no batch tensor kept a view of the ring
     loader = RingLoader(ds, batches, num_workers=2)
     it = iter(loader)
     next(it)
