@@ -150,6 +150,8 @@ def test_refuses_what_does_not_fit_fixed_buffers(store):
         RingLoader(list(range(4)), [[0, 1]])
     with pytest.raises(InputError, match="exceeds the ring"):
         list(RingLoader(SingleView(store), [[0, 1], [2, 3, 4]]))
+    with pytest.raises(InputError, match="BatchSampler"):  # a sampler of keys, not of batches
+        list(RingLoader(SingleView(store), EpochSampler(8)))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

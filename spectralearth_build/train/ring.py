@@ -328,6 +328,11 @@ class RingLoader:
         first = next(batches, None)
         if first is None:
             return
+        if isinstance(first, tuple) and all(isinstance(k, int | np.integer) for k in first):
+            raise InputError(
+                f"the batch sampler yielded {first!r}, one sample key rather than a list of "
+                f"them; wrap a sampler in torch.utils.data.BatchSampler(sampler, batch, drop_last)"
+            )
         first = list(first)
         try:
             self._start(self.batch_size or len(first))
