@@ -98,3 +98,80 @@ def test_synth_store_imports_no_raster_or_geo_stack(tmp_path):
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip().splitlines()[-1] == "[]", res.stdout + res.stderr
+
+
+def _reference_views(rng, wavelengths, n_views, patch_px):
+    """``synthetic_views`` as first written (temporaries per view): the bytes it must keep."""
+    c = wavelengths.size
+    spacing = np.abs(np.diff(wavelengths, prepend=wavelengths[0]))
+    steps = rng.normal(0.0, 1.0, c) * np.sqrt(spacing + 1.0)
+    base = 1500.0 + 900.0 * rng.random() + 60.0 * np.cumsum(steps)
+    base = np.clip(base, 100.0, 8000.0).astype(np.float32)
+    coarse = rng.normal(0.0, 1.0, (8, 8)).astype(np.float32)
+    rep = -(-patch_px // 8)
+    field = np.kron(coarse, np.ones((rep, rep), np.float32))[:patch_px, :patch_px]
+    out = np.empty((n_views, c, patch_px, patch_px), np.int16)
+    for t in range(n_views):
+        gain = np.float32(0.8 + 0.4 * rng.random())
+        image = base[:, None, None] * gain * (1.0 + 0.15 * field[None])
+        image += rng.standard_normal(image.shape, dtype=np.float32) * 25.0
+        out[t] = np.clip(image, 0.0, 10_000.0).astype(np.int16)
+    return out
+
+
+@pytest.mark.parametrize(("n_views", "patch_px"), [(1, 8), (3, 13), (2, 128)])
+def test_views_are_those_of_the_reference_generator(n_views, patch_px):
+    wl = reference_bands()[0][BuildConfig().bands.kept_indices]
+    expected = _reference_views(np.random.default_rng([5, 1, patch_px]), wl, n_views, patch_px)
+    got = synthetic_views(np.random.default_rng([5, 1, patch_px]), wl, n_views, patch_px)
+    assert got.dtype == np.int16 and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+    block = np.full((n_views + 1, wl.size, patch_px, patch_px), fmt.NODATA, np.int16)
+    filled = synthetic_views(
+        np.random.default_rng([5, 1, patch_px]), wl, n_views, patch_px, out=block
+    )
+    assert np.shares_memory(filled, block)
+    np.testing.assert_array_equal(block[:n_views], expected)
+    assert (block[n_views] == fmt.NODATA).all()  # slots past the views are left alone
+
+
+def _files(folder):
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def test_one_and_two_worker_processes_write_the_same_bytes(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("extract:\n  locations_per_shard: 2\n")  # 5 locations: 3 shard blocks
+    stores = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}"
+        args = ["synth-store", "--out", str(out), "--locations", "5", "--max-views", "3"]
+        args += ["--patch-px", "16", "--seed", "4", "--config", str(cfg), "--workers", workers]
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 0, res.output
+        stores[workers] = _files(out)
+    one, two = stores["1"], stores["2"]
+    shards = [k for k in one if k.startswith(f"{fmt.STORE_NAME}/images/c/")]
+    assert len(shards) == 3 and sorted(one) == sorted(two)
+    for name in one:  # chunks, zarr.json with the attributes, the parquet tables, build.json
+        assert one[name] == two[name], name
+    ds = open_dataset(tmp_path / "w2")
+    assert list(ds.views["patch_id"]) == sorted(ds.views["patch_id"])
+    assert ds.attrs["n_views"] == len(ds.views) == int(ds.table["n_views"].sum())
+    stack = np.concatenate([ds[i]["image"] for i in range(len(ds))]).astype(np.float64)
+    np.testing.assert_allclose(ds.band_mean, stack.mean(axis=(0, 2, 3)), rtol=1e-12)
+
+
+def test_workers_must_be_a_positive_number_or_auto(tmp_path):
+    base = ["synth-store", "--out", str(tmp_path / "s"), "--locations", "2", "--patch-px", "8"]
+    for bad in ("0", "-2", "two"):
+        res = CliRunner().invoke(main, [*base, "--workers", bad])
+        assert res.exit_code == 2 and "Invalid value for '--workers'" in res.output, res.output
+        assert "Traceback" not in res.output
+    assert not (tmp_path / "s").exists()
+    res = CliRunner().invoke(main, [*base, "--workers", "auto", "-q"])
+    assert res.exit_code == 0 and "wrote 2 locations" in res.output, res.output
+    with pytest.raises(InputError, match="workers"):
+        write_synthetic_store(tmp_path / "t", 2, patch_px=8, workers=0)

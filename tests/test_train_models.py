@@ -248,3 +248,47 @@ def test_throughput_benchmark_runs_tiny_on_cpu(tmp_path, methods):
         assert c["ref_flops_per_sample"] > 0
     assert {a["variant"] for a in res["adapter_alone"]} >= {"reference", "fast"}
     assert res["end_to_end"]["status"] == "skipped"
+
+
+@pytest.mark.parametrize("shape", [(7,), (4, 3, 5)])
+def test_fixed_gather_matches_indexing_forward_and_backward(shape):
+    """The adapter's gather with its row-sum backward equals autograd's advanced indexing."""
+    from spectralearth_build.train.models.adapter import fixed_gather
+
+    g = torch.Generator().manual_seed(0)
+    src = torch.randn(shape, dtype=torch.float64, generator=g, requires_grad=True)
+    n = src.numel()
+    index = torch.randint(0, n + 1, (9, 11), generator=g)  # repeats and the zero slot
+    index[0, 0] = n
+    up = torch.randn(9, 11, dtype=torch.float64, generator=g)
+    ours = fixed_gather(src, index)
+    (ours * up).sum().backward()
+    grad_ours = src.grad.clone()
+    src.grad = None
+    ref = torch.cat([src.reshape(-1), src.new_zeros(1)])[index]
+    (ref * up).sum().backward()
+    assert torch.equal(ours, ref)
+    torch.testing.assert_close(grad_ours, src.grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
+def test_compile_trunks_keeps_keys_outputs_and_gradients():
+    """Compiling the trunks (blocks / stages) in place changes no key, output or gradient."""
+    from spectralearth_build.train.models import compile_trunks
+
+    torch.manual_seed(0)
+    vit = build_backbone(
+        "spec_vit_tiny", embed_dim=32, depth=2, num_heads=2, img_size=16, adapter_impl="fast"
+    )
+    holder = torch.nn.ModuleDict({"a": vit, "b": copy.deepcopy(vit)})
+    eager = copy.deepcopy(vit)
+    keys = list(holder.state_dict())
+    assert compile_trunks(holder, backend="aot_eager") == 2  # both encoders, none twice
+    assert list(holder.state_dict()) == keys
+    x = torch.randn(2, 202, 16, 16)
+    out_c, out_e = vit(x), eager(x)
+    torch.testing.assert_close(out_c, out_e)
+    out_c.square().sum().backward()
+    out_e.square().sum().backward()
+    for (name, p), (_, q) in zip(vit.named_parameters(), eager.named_parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)

@@ -45,6 +45,7 @@ from ..config import ConfigError, _section
 from . import distributed as tdist
 from .methods import METHODS, Method, build_method
 from .methods.common import StepRandom, _seed_of
+from .models import compile_trunks
 from .ring import RingLoader, ring_available
 from .transforms import AugmentConfig, AugmentParams, DeviceTransform, apply_params, sample_params
 
@@ -653,19 +654,14 @@ def _run_keys(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _compile_backbones(method: Method) -> None:
-    """``torch.compile`` the encoders in place (``nn.Module.compile``: state-dict keys unchanged).
+    """``torch.compile`` the encoders' trunks in place (``models.compile_trunks``).
 
-    The whole method is not compiled: its forward takes the step (DINO's schedules) and draws
-    MAE masks from CPU generators, which would recompile or break the graph every step.
+    Neither the whole method nor the adapter is compiled: the method's forward takes the step
+    (DINO's schedules) and draws MAE masks from CPU generators, which would recompile or break
+    the graph every step, and the adapter runs tuned Triton kernels. The trunks (ViT blocks,
+    ResNet stages) are where inductor's fusions pay.
     """
-    for name in ("backbone", "backbone_k", "backbone_t"):
-        module = getattr(method, name, None)
-        if module is None:
-            continue
-        if method.n_views == 1 and hasattr(module, "vit_core"):  # MAE calls the blocks directly
-            module.vit_core.blocks.compile()
-        else:
-            module.compile()
+    compile_trunks(method)
 
 
 def _ddp(method: nn.Module, dev: torch.device) -> nn.Module:

@@ -46,6 +46,21 @@ ALIASES: dict[str, str] = {
 }
 
 
+def compile_trunks(module: nn.Module, **kwargs: Any) -> int:
+    """``torch.compile`` in place the trunk of every backbone inside ``module``.
+
+    Calls ``compile_trunk`` of each Spec ViT / Spec RN50 found (a method's online, momentum and
+    teacher encoders); parameter names and checkpoints are unchanged.
+
+    Returns:
+        The number of backbones compiled.
+    """
+    found = [m for m in module.modules() if isinstance(m, (SpecViT, SpecResNet50))]
+    for m in found:
+        m.compile_trunk(**kwargs)
+    return len(found)
+
+
 def list_backbones() -> list[str]:
     """Registered backbone names (aliases excluded)."""
     return sorted(BACKBONES)
@@ -86,6 +101,7 @@ __all__ = [
     "VIT_SIZES",
     "adapter_positions",
     "build_backbone",
+    "compile_trunks",
     "list_backbones",
     "load_pretrained",
     "read_state_dict",

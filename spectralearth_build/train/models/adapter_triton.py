@@ -45,7 +45,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .adapter import ADAPTER_LAYERS
+from .adapter import ADAPTER_LAYERS, fixed_gather
 
 #: band window per layer-2 position (power of two >= the 37 bands it needs)
 WIN_BANDS = 64
@@ -127,10 +127,7 @@ def block_weights(
         (WIN_BANDS, WIN_POS*C1), (WIN_POS*C1,) and (WIN_POS*C1, C2) tensors.
     """
     i1, ib, i2 = _block_indices(str(w1.device))
-    flat1 = torch.cat([w1.reshape(-1), w1.new_zeros(1)])
-    flatb = torch.cat([b1.reshape(-1), b1.new_zeros(1)])
-    flat2 = torch.cat([w2.reshape(-1), w2.new_zeros(1)])
-    return flat1[i1], flatb[ib], flat2[i2]
+    return fixed_gather(w1, i1), fixed_gather(b1, ib), fixed_gather(w2, i2)
 
 
 @dataclass

@@ -106,3 +106,12 @@ class SpecResNet50(nn.Module):
 
     def get_classifier(self) -> nn.Module:
         return self.resnet.fc
+
+    def compile_trunk(self, **kwargs: Any) -> None:
+        """``torch.compile`` the four ResNet stages in place (state-dict keys unchanged).
+
+        The adapter stays eager (its Triton kernels are tuned already).
+        """
+        r = self.resnet
+        for stage in (r.layer1, r.layer2, r.layer3, r.layer4):
+            stage.compile(**kwargs)

@@ -95,3 +95,14 @@ class SpecViT(nn.Module):
 
     def get_classifier(self) -> nn.Module:
         return self.vit_core.get_classifier()
+
+    def compile_trunk(self, **kwargs: Any) -> None:
+        """``torch.compile`` the transformer blocks in place (state-dict keys unchanged).
+
+        The blocks are where inductor helps: it fuses LayerNorm, bias, GELU and the residual
+        adds around cuBLAS and the attention kernel (Spec ViT-S at batch 256 on an H200: trunk
+        forward + backward 214 -> 167 ms; the whole ``vit_core`` compiled: 176 ms). The 12 blocks
+        share one graph. The adapter stays eager (its Triton kernels are tuned already) and so
+        do the patch embedding and pooling, which MAE calls separately.
+        """
+        self.vit_core.blocks.compile(**kwargs)
