@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing as mp
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +154,80 @@ def test_refuses_what_does_not_fit_fixed_buffers(store):
         list(RingLoader(SingleView(store), [[0, 1], [2, 3, 4]]))
     with pytest.raises(InputError, match="BatchSampler"):  # a sampler of keys, not of batches
         list(RingLoader(SingleView(store), EpochSampler(8)))
+
+
+class FakeCuda:
+    """The CUDA calls of the ring's device path, recorded; copies finish after a few polls."""
+
+    def __init__(self, register_code: int):
+        self.log: list[str] = []
+        self.code = register_code
+        fake = self
+
+        class Event:
+            def __init__(self) -> None:
+                self.polls = 0
+
+            def record(self, stream: object) -> None:
+                fake.log.append("record")
+
+            def query(self) -> bool:
+                self.polls += 1
+                return self.polls > 2
+
+            def synchronize(self) -> None:
+                fake.log.append("synchronize")
+
+        class Stream:
+            def __init__(self, *args: object) -> None:
+                pass
+
+            def wait_event(self, event: object) -> None:
+                fake.log.append("wait")
+
+        self.Event, self.Stream = Event, Stream
+
+    def install(self, monkeypatch) -> None:  # noqa: ANN001
+        fake = self
+
+        class Cudart:
+            def cudaHostRegister(self, ptr: int, n: int, flags: int) -> int:
+                fake.log.append("register")
+                return fake.code
+
+            def cudaHostUnregister(self, ptr: int) -> int:
+                fake.log.append("unregister")
+                return 0
+
+        monkeypatch.setattr(torch.cuda, "Event", self.Event)
+        monkeypatch.setattr(torch.cuda, "Stream", self.Stream)
+        monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda d=None: self.Stream())
+        monkeypatch.setattr(torch.cuda, "cudart", Cudart)
+        monkeypatch.setattr(torch.Tensor, "record_stream", lambda t, s: None)
+        monkeypatch.setattr(torch.Tensor, "to", lambda t, *a, **k: t.clone())  # "to the GPU"
+
+
+@pytest.mark.parametrize(("slots", "code"), [(1, 0), (2, 0), (3, 2)])
+def test_device_path_reuses_a_slot_only_after_its_copy(store, monkeypatch, slots, code):
+    """The CUDA control flow with the CUDA calls stubbed (the real one needs a GPU, below)."""
+    ds = TemporalPair(store, seed=2)
+    want = list(DataLoader(ds, batch_sampler=epoch_batches(ds)))
+    fake = FakeCuda(code)
+    fake.install(monkeypatch)
+    loader = RingLoader(ds, epoch_batches(ds), num_workers=2, slots=slots)
+    loader.device = torch.device("cpu")  # stands in for the GPU
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = list(loader)
+    assert_same_batches(want, got)
+    n = len(want)
+    assert fake.log.count("record") == fake.log.count("wait") == n
+    assert fake.log.count("register") == 1
+    assert fake.log.count("unregister") == (1 if code == 0 else 0)
+    assert any("cudaHostRegister" in str(w.message) for w in caught) == (code != 0)
+    if slots == 1:  # every later batch waited for the copy of the one before
+        assert fake.log.count("synchronize") >= n - 1
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

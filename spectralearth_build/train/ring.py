@@ -394,7 +394,12 @@ class RingLoader:
                 got = next(batches, None)
                 nxt = None if got is None else list(got)
             if not pending:
-                return
+                if nxt is None:
+                    return
+                slot, copied = self._copies.popleft()  # every slot is being copied from
+                copied.synchronize()
+                free.append(slot)
+                continue
             slot, rows = pending.popleft()
             t0 = time.perf_counter()
             while left[slot]:
