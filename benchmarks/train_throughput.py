@@ -588,6 +588,17 @@ def _cycle(loader: Any) -> Any:
             raise ValueError("the loader yields no batch: the store has fewer samples than a batch")
 
 
+def _rate(
+    case: Case, feed: Callable[[], list[Tensor]], steps: int, first: int, batch: int, clock: Clock
+) -> float:
+    """Samples/s of ``steps`` steps of ``case`` on the views ``feed()`` returns."""
+    t = time.perf_counter()
+    for k in range(steps):
+        case.step(feed(), first + k, None, clock)
+    clock.sync()
+    return round(batch * steps / (time.perf_counter() - t), 2)
+
+
 def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
     """Steps fed from a store through the ring loader and device transforms, vs synthetic batches.
 
@@ -637,7 +648,7 @@ def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
             ds = (TemporalPair if method == "moco" else SingleView)(args.data)
             if len(ds) < batch:
                 raise ValueError(f"the store has {len(ds)} locations, fewer than a batch")
-            sampler = StepSampler(len(ds), batch, 1, 1, 0, 0, 0, args.warmup + args.steps)
+            sampler = StepSampler(len(ds), batch, 1, 1, 0, 0, 0, args.warmup + args.e2e_steps)
             dev = args.device if args.device == "cuda" else None
             loader = RingLoader(ds, sampler, num_workers=args.workers, device=dev)
             aug = dataclasses.replace(recipe(method), size=args.px)
@@ -655,15 +666,44 @@ def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
             for s in range(args.warmup):
                 case.step(batch_views()[0], s, None, clock)
             clock.sync()
+            steps = args.e2e_steps
             t0 = time.perf_counter()
             waited = 0.0
-            for s in range(args.steps):
+            for s in range(steps):
                 views, wait = batch_views()
                 waited += wait
-                case.step(views, s, None, clock)
+                case.step(views, args.warmup + s, None, clock)
             clock.sync()
             elapsed = time.perf_counter() - t0
-            r["samples_per_s"] = round(batch * args.steps / elapsed, 2)
+            r["steps"] = steps
+            r["samples_per_s"] = round(batch * steps / elapsed, 2)
+            # the same step object on synthetic batches, right after: on-device float views
+            # (the step benchmark's input), and on-device int16 batches through the transforms
+            n_views = case.method.n_views
+            syn_views = synthetic_views(n_views, batch, args.px, args.device)
+            shape = (batch, 2) if method == "moco" else (batch,)
+            raw = torch.randn(*shape, BANDS, args.px, args.px, device=args.device) * 500 + 2000
+            raw = raw.to(torch.int16)
+
+            first = args.warmup + steps
+            pair = method == "moco"
+            r["synthetic_same_step_samples_per_s"] = _rate(
+                case, lambda v=syn_views: v, steps, first, batch, clock
+            )
+            r["synthetic_with_transforms_samples_per_s"] = _rate(
+                case,
+                lambda t=tf, x=raw, two=pair: list(t.pair(x)) if two else [t(x)],
+                steps,
+                first,
+                batch,
+                clock,
+            )
+            r["ratio_to_synthetic_same_step"] = round(
+                r["samples_per_s"] / r["synthetic_same_step_samples_per_s"], 3
+            )
+            r["ratio_to_synthetic_with_transforms"] = round(
+                r["samples_per_s"] / r["synthetic_with_transforms_samples_per_s"], 3
+            )
             syn = synthetic.get((method, batch))
             if syn:
                 r["synthetic_samples_per_s"] = syn
@@ -706,6 +746,7 @@ def main() -> None:
     ap.add_argument("--skip-adapter", action="store_true")
     ap.add_argument("--data", default=None, help="a built store for the end-to-end mode")
     ap.add_argument("--e2e-batch", type=int, default=None)
+    ap.add_argument("--e2e-steps", type=int, default=None, help="timed steps (default 4x --steps)")
     ap.add_argument("--workers", type=int, default=min(12, os.cpu_count() or 1))
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip cases after this long")
     ap.add_argument("--out", default=str(ROOT / "results" / "train_throughput.json"))
@@ -719,6 +760,7 @@ def main() -> None:
     args.steps = args.steps or (1 if tiny else 5)
     args.warmup = args.warmup if args.warmup is not None else (1 if tiny else 2)
     args.e2e_batch = args.e2e_batch or batches[-1]
+    args.e2e_steps = args.e2e_steps or 4 * args.steps
     if args.adapter == "auto":
         args.adapter = "triton" if args.device == "cuda" and triton_available() else "fast"
     if args.device == "cuda":
