@@ -652,7 +652,11 @@ def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
             dev = args.device if args.device == "cuda" else None
             loader = RingLoader(ds, sampler, num_workers=args.workers, device=dev)
             aug = dataclasses.replace(recipe(method), size=args.px)
-            tf = DeviceTransform.from_dataset(ds, augment=aug, device=args.device)
+            # as pretrain: bf16 views on CUDA unless the loss reads pixels (MAE)
+            half = args.device == "cuda" and method != "mae"
+            tf = DeviceTransform.from_dataset(
+                ds, augment=aug, device=args.device, dtype=torch.bfloat16 if half else torch.float32
+            )
             r["impl"] = getattr(args, "e2e_impl", "ours")  # the synthetic baseline's step
             case = Case(args, args.models[0], method, r["impl"], methods)
             it = iter(loader)

@@ -207,3 +207,27 @@ def test_separable_operators_equal_kornia_crop_resize_and_blur(size):
         .long()
     )
     assert torch.equal(m, ref_m)
+
+
+def test_band_rows_layout_and_output_dtype_give_the_same_views():
+    """normalize's (B, H, C, W) memory takes the copy-free products; results do not change."""
+    mean, std = stats()
+    x = batch(6)
+    tr = DeviceTransform(mean, std, "moco", seed=2, device="cpu")
+    xn = tr.normalize(x)
+    assert xn.transpose(1, 2).is_contiguous()  # memory (B, H, C, W)
+    params = sample_params(tr.config, 6, P, P, torch.Generator().manual_seed(5))
+    fast, _ = apply_params(xn, params, tr.config)
+    plain, _ = apply_params(xn.contiguous(), params, tr.config)
+    assert fast.is_contiguous() and fast.dtype == torch.float32
+    torch.testing.assert_close(fast, plain, rtol=1e-6, atol=1e-6)
+    half, _ = apply_params(xn, params, tr.config, dtype=torch.bfloat16)
+    assert half.dtype == torch.bfloat16 and torch.equal(half, fast.to(torch.bfloat16))
+    # a pair batch: each view sliced out of the normalised (B, 2, ...) batch
+    pair = DeviceTransform(mean, std, "moco", seed=2, device="cpu", dtype=torch.bfloat16)
+    v0, v1 = pair.pair(torch.stack([x, x], dim=1))
+    tr.set_epoch(0)
+    w0, w1 = tr.pair(x)
+    assert v0.dtype == torch.bfloat16
+    torch.testing.assert_close(v0.float(), w0, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(v1.float(), w1, rtol=1e-2, atol=1e-2)

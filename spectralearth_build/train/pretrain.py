@@ -354,7 +354,8 @@ def augment(
     views = []
     for v in range(x.shape[1]):
         params = sample_params(aug, rand.global_batch, p_h, p_w, rand.generator(f"aug{v}"))
-        out, _ = apply_params(x[:, v], _slice_params(params, rand.start, rand.stop), aug)
+        part = _slice_params(params, rand.start, rand.stop)
+        out, _ = apply_params(x[:, v], part, aug, dtype=transform.dtype)
         views.append(out)
     return views
 
@@ -496,15 +497,18 @@ def pretrain(
         start = int(ckpt["step"])
         _set_rng_state(ckpt["rng"])
 
-    transform = DeviceTransform(ds.band_mean, ds.band_std, None, device=dev)
-    aug = augment_config(cfg.data)
-
     model: Any = method
     if world > 1:
         model = _ddp(method, dev)
     if tc.compile:
         _compile_backbones(method)
     bf16 = tc.precision == "bf16" or (tc.precision == "auto" and dev.type == "cuda")
+    # views in bf16 where the model casts them to bf16 anyway (same values, one pass fewer),
+    # float32 where the loss reads them as targets (MAE)
+    half = bf16 and dev.type == "cuda" and not method.pixel_targets
+    view_dtype = torch.bfloat16 if half else torch.float32
+    transform = DeviceTransform(ds.band_mean, ds.band_std, None, device=dev, dtype=view_dtype)
+    aug = augment_config(cfg.data)
     autocast = (
         (lambda: torch.autocast(device_type=dev.type, dtype=torch.bfloat16))
         if bf16

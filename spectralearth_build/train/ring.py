@@ -16,7 +16,8 @@ next ``slots - 1`` batches decode while the caller trains on the current one.
 
 * **On CUDA** the ring is page-locked once (``cudaHostRegister``; unregistered on close, and
   left pageable with a warning if registration fails); each complete batch is copied to the
-  device with ``non_blocking=True`` on a side stream, the caller's current stream waits on the
+  device with ``non_blocking=True`` on a side stream as soon as it is decoded (it is handed out
+  one batch later, so the copy overlaps the caller's step), the caller's current stream waits on the
   copy's event, and the slot goes back to the workers only when that event has completed.  The
   yielded tensors are device tensors the caller owns.  Without a device the yielded tensors are
   copies out of the slot (one ``memcpy`` per field).
@@ -382,6 +383,9 @@ class RingLoader:
         free = deque(range(self.slots))
         left = [0] * self.slots  # tasks not yet done per slot
         pending: deque[tuple[int, int]] = deque()  # (slot, rows) in sampler order
+        # on CUDA a batch's copy starts as soon as it is decoded and the batch is handed out
+        # one later, so the copy overlaps the caller's step instead of preceding it
+        staged: deque[tuple[dict[str, torch.Tensor], Any]] = deque()
         nxt: list[Any] | None = first
         while True:
             # hand finished copies' slots back, then give every free slot a batch
@@ -395,6 +399,8 @@ class RingLoader:
                 nxt = None if got is None else list(got)
             if not pending:
                 if nxt is None:
+                    while staged:
+                        yield self._hand(*staged.popleft())
                     return
                 slot, copied = self._copies.popleft()  # every slot is being copied from
                 copied.synchronize()
@@ -406,10 +412,17 @@ class RingLoader:
                 self._receive(left)
             self.stats["wait_s"] += time.perf_counter() - t0
             if slot in self._failed:
+                while staged:  # the batches before it first, in sampler order
+                    yield self._hand(*staged.popleft())
                 raise self._failed.pop(slot).exception(self.dataset)
             self.stats["batches"] += 1
             self.stats["samples"] += rows
-            yield self._emit(slot, rows, free)
+            if self.device is None:
+                yield self._emit(slot, rows, free)
+                continue
+            staged.append(self._copy(slot, rows))
+            if len(staged) > 1:
+                yield self._hand(*staged.popleft())
 
     def _submit(self, slot: int, keys: list[Any], left: list[int]) -> None:
         if len(keys) > self._capacity:
@@ -447,21 +460,29 @@ class RingLoader:
         left[slot] -= 1
 
     def _emit(self, slot: int, rows: int, free: deque[int]) -> dict[str, torch.Tensor]:
+        """Without a device: copies out of the slot, which is free again at once."""
+        assert self._ring is not None
+        out = {k: t[slot, :rows].clone() for k, t in self._ring.tensors.items()}
+        free.append(slot)
+        return out
+
+    def _copy(self, slot: int, rows: int) -> tuple[dict[str, torch.Tensor], Any]:
+        """Start copying ``slot``'s batch to the device on the side stream."""
         assert self._ring is not None
         views = {k: t[slot, :rows] for k, t in self._ring.tensors.items()}
-        if self.device is None:
-            out = {k: v.clone() for k, v in views.items()}
-            free.append(slot)
-            return out
         with torch.cuda.stream(self._stream):
             out = {k: v.to(self.device, non_blocking=True) for k, v in views.items()}
             done = torch.cuda.Event()
             done.record(self._stream)
+        self._copies.append((slot, done))  # the slot is free again once ``done`` completes
+        return out, done
+
+    def _hand(self, out: dict[str, torch.Tensor], done: Any) -> dict[str, torch.Tensor]:
+        """A copied batch for the caller: its current stream waits for the copy."""
         consumer = torch.cuda.current_stream(self.device)
         consumer.wait_event(done)
         for t in out.values():
             t.record_stream(consumer)  # the caching allocator waits for the caller's use
-        self._copies.append((slot, done))
         return out
 
     def _shutdown(self) -> None:

@@ -11,7 +11,9 @@ A method is an ``nn.Module`` around a backbone (``backbone(x) -> (B, D)``, ``num
   (momentum encoders, MoCo queue, DINO centre), given the ``pending`` of every micro-batch of the
   step; it gathers what it needs over ranks;
 - ``encoder``: the module evaluated downstream (the student / query backbone);
-- ``n_views``: how many views ``forward`` wants.
+- ``n_views``: how many views ``forward`` wants;
+- ``pixel_targets``: whether the loss reads the views' pixels as targets (MAE), so they stay
+  float32 even when the model computes in bf16.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Method(nn.Module):
 
     name = "method"
     n_views = 2
+    pixel_targets = False
     backbone: Any
 
     def __init__(self, backbone: nn.Module, total_steps: int):

@@ -57,6 +57,7 @@ class MAE(Method):
 
     name = "mae"
     n_views = 1
+    pixel_targets = True
 
     def __init__(
         self,
