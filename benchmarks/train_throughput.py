@@ -599,6 +599,14 @@ def _rate(
     return round(batch * steps / (time.perf_counter() - t), 2)
 
 
+def _gpu_counters(device: str) -> dict[str, float]:
+    """Main-thread CPU seconds and the CUDA allocator's retries so far (differences matter)."""
+    out = {"thread_cpu_s": time.thread_time()}
+    if device == "cuda":
+        out["alloc_retries"] = float(torch.cuda.memory_stats().get("num_alloc_retries", 0))
+    return out
+
+
 def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
     """Steps fed from a store through the ring loader and device transforms, vs synthetic batches.
 
@@ -671,6 +679,7 @@ def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
                 case.step(batch_views()[0], s, None, clock)
             clock.sync()
             steps = args.e2e_steps
+            c0 = _gpu_counters(args.device)
             t0 = time.perf_counter()
             waited = 0.0
             for s in range(steps):
@@ -679,7 +688,13 @@ def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
                 case.step(views, args.warmup + s, None, clock)
             clock.sync()
             elapsed = time.perf_counter() - t0
+            c1 = _gpu_counters(args.device)
             r["steps"] = steps
+            r["main_thread_cpu_ms_per_step"] = round(
+                (c1["thread_cpu_s"] - c0["thread_cpu_s"]) * 1e3 / steps, 1
+            )
+            if "alloc_retries" in c1:
+                r["alloc_retries"] = c1["alloc_retries"] - c0["alloc_retries"]
             r["samples_per_s"] = round(batch * steps / elapsed, 2)
             # the same step object on synthetic batches, right after: on-device float views
             # (the step benchmark's input), and on-device int16 batches through the transforms

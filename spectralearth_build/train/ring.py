@@ -467,11 +467,21 @@ class RingLoader:
         return out
 
     def _copy(self, slot: int, rows: int) -> tuple[dict[str, torch.Tensor], Any]:
-        """Start copying ``slot``'s batch to the device on the side stream."""
+        """Start copying ``slot``'s batch to the device on the side stream.
+
+        The device tensors are allocated on the caller's stream, so the caller frees them into
+        its own pool (no ``record_stream``: blocks are reused at once, not after an event);
+        the side stream first waits for the work the caller has queued so far, which may still
+        read a block the allocator hands out again here.
+        """
         assert self._ring is not None
         views = {k: t[slot, :rows] for k, t in self._ring.tensors.items()}
+        consumer = torch.cuda.current_stream(self.device)
+        out = {k: torch.empty(v.shape, dtype=v.dtype, device=self.device) for k, v in views.items()}
+        self._stream.wait_stream(consumer)
         with torch.cuda.stream(self._stream):
-            out = {k: v.to(self.device, non_blocking=True) for k, v in views.items()}
+            for k, v in views.items():
+                out[k].copy_(v, non_blocking=True)
             done = torch.cuda.Event()
             done.record(self._stream)
         self._copies.append((slot, done))  # the slot is free again once ``done`` completes
@@ -479,10 +489,7 @@ class RingLoader:
 
     def _hand(self, out: dict[str, torch.Tensor], done: Any) -> dict[str, torch.Tensor]:
         """A copied batch for the caller: its current stream waits for the copy."""
-        consumer = torch.cuda.current_stream(self.device)
-        consumer.wait_event(done)
-        for t in out.values():
-            t.record_stream(consumer)  # the caching allocator waits for the caller's use
+        torch.cuda.current_stream(self.device).wait_event(done)
         return out
 
     def _shutdown(self) -> None:
