@@ -679,6 +679,17 @@ def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
                 case.step(batch_views()[0], s, None, clock)
             clock.sync()
             steps = args.e2e_steps
+            # the same step object on synthetic batches before and after the store-fed steps:
+            # on-device float views (the step benchmark's input), then on-device int16 batches
+            # through the transforms
+            n_views = case.method.n_views
+            syn_views = synthetic_views(n_views, batch, args.px, args.device)
+            shape = (batch, 2) if method == "moco" else (batch,)
+            raw = torch.randn(*shape, BANDS, args.px, args.px, device=args.device) * 500 + 2000
+            raw = raw.to(torch.int16)
+            pair = method == "moco"
+            first = args.warmup + steps
+            before = _rate(case, lambda v=syn_views: v, steps, first, batch, clock)
             c0 = _gpu_counters(args.device)
             t0 = time.perf_counter()
             waited = 0.0
@@ -696,19 +707,9 @@ def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
             if "alloc_retries" in c1:
                 r["alloc_retries"] = c1["alloc_retries"] - c0["alloc_retries"]
             r["samples_per_s"] = round(batch * steps / elapsed, 2)
-            # the same step object on synthetic batches, right after: on-device float views
-            # (the step benchmark's input), and on-device int16 batches through the transforms
-            n_views = case.method.n_views
-            syn_views = synthetic_views(n_views, batch, args.px, args.device)
-            shape = (batch, 2) if method == "moco" else (batch,)
-            raw = torch.randn(*shape, BANDS, args.px, args.px, device=args.device) * 500 + 2000
-            raw = raw.to(torch.int16)
-
-            first = args.warmup + steps
-            pair = method == "moco"
-            r["synthetic_same_step_samples_per_s"] = _rate(
-                case, lambda v=syn_views: v, steps, first, batch, clock
-            )
+            after = _rate(case, lambda v=syn_views: v, steps, first, batch, clock)
+            r["synthetic_same_step_before_after"] = [before, after]
+            r["synthetic_same_step_samples_per_s"] = round((before + after) / 2, 2)
             r["synthetic_with_transforms_samples_per_s"] = _rate(
                 case,
                 lambda t=tf, x=raw, two=pair: list(t.pair(x)) if two else [t(x)],
