@@ -14,8 +14,8 @@ and everything else runs there, batched, with a random draw per sample:
    recipe, reflect border, kornia's kernel) each act on rows and columns separately, so the
    whole augmentation of sample ``b`` is ``rows[b] @ x[b, c] @ cols[b].T``: two batched GEMMs
    over all bands (TF32 on CUDA), no per-sample kernels. Tests check it against kornia's
-   ``crop_and_resize`` + ``gaussian_blur2d`` (1e-6 in float64); on an H200 it is faster
-   (``benchmarks/device_transforms.py``).
+   ``crop_and_resize`` + ``gaussian_blur2d`` (1e-6 in float64); on an H200, 256 views of the
+   MoCo recipe take 11.2 ms against kornia's 38.8 ms (``benchmarks/device_transforms.py``).
 
 Normalising first is exact: cropping, resizing and blurring take convex combinations of pixels,
 which commute with a per-band affine map.  No colour jitter: it would distort spectra.
