@@ -3,7 +3,8 @@
 For each recipe (``moco``: crop, flips, blur; ``mae``: crop, flips) and batch, times the
 project's :func:`~spectralearth_build.train.transforms.apply_params` (crop + resize + flip +
 blur as two batched matrix products) and the same augmentation through kornia
-(``crop_and_resize`` + ``gaussian_blur2d`` on the blurred samples, the former implementation),
+(``transforms.kornia_reference``: ``crop_and_resize`` + ``gaussian_blur2d`` on the blurred
+samples, the former implementation),
 on normalised float32 ``(B, 202, 128, 128)`` batches, same draws, and the largest difference.
 
     python benchmarks/device_transforms.py --device cuda   # H200: a few seconds
@@ -23,25 +24,14 @@ from pathlib import Path
 
 import torch
 
-from spectralearth_build.train.transforms import RECIPES, _corners, apply_params, sample_params
+from spectralearth_build.train.transforms import (
+    RECIPES,
+    apply_params,
+    kornia_reference,
+    sample_params,
+)
 
 ROOT = Path(__file__).resolve().parent
-
-
-def kornia_apply(x: torch.Tensor, params, config) -> torch.Tensor:
-    from kornia.filters import gaussian_blur2d
-    from kornia.geometry.transform import crop_and_resize
-
-    size = config.size or x.shape[-1]
-    corners = _corners(params).to(device=x.device, dtype=torch.float32)
-    out = crop_and_resize(x, corners, (size, size), mode="bilinear", align_corners=True)
-    blurred = torch.nonzero(params.sigma > 0).flatten()
-    if len(blurred):
-        k = config.kernel_for(size)
-        idx = blurred.to(x.device)
-        sig = params.sigma[blurred].to(device=x.device, dtype=x.dtype)[:, None].expand(-1, 2)
-        out[idx] = gaussian_blur2d(out[idx], (k, k), sig.contiguous(), border_type="reflect")
-    return out
 
 
 def timed(fn, device: str, reps: int) -> float:
@@ -73,8 +63,8 @@ def main() -> None:
         cfg = RECIPES[name]
         params = sample_params(cfg, args.batch, args.px, args.px, torch.Generator().manual_seed(1))
         ours = timed(lambda p=params, c=cfg: apply_params(x, p, c), dev, args.reps)
-        ref = timed(lambda p=params, c=cfg: kornia_apply(x, p, c), dev, args.reps)
-        diff = (apply_params(x, params, cfg)[0] - kornia_apply(x, params, cfg)).abs().max()
+        ref = timed(lambda p=params, c=cfg: kornia_reference(x, p, c)[0], dev, args.reps)
+        diff = (apply_params(x, params, cfg)[0] - kornia_reference(x, params, cfg)[0]).abs().max()
         rows.append(
             {
                 "recipe": name,

@@ -588,15 +588,22 @@ def _cycle(loader: Any) -> Any:
             raise ValueError("the loader yields no batch: the store has fewer samples than a batch")
 
 
-def _rate(
-    case: Case, feed: Callable[[], list[Tensor]], steps: int, first: int, batch: int, clock: Clock
+def _seconds(
+    case: Case, feed: Callable[[], list[Tensor]], steps: int, first: int, clock: Clock
 ) -> float:
-    """Samples/s of ``steps`` steps of ``case`` on the views ``feed()`` returns."""
+    """Wall seconds of ``steps`` steps of ``case`` on the views ``feed()`` returns."""
     t = time.perf_counter()
     for k in range(steps):
         case.step(feed(), first + k, None, clock)
     clock.sync()
-    return round(batch * steps / (time.perf_counter() - t), 2)
+    return time.perf_counter() - t
+
+
+def _rate(
+    case: Case, feed: Callable[[], list[Tensor]], steps: int, first: int, batch: int, clock: Clock
+) -> float:
+    """Samples/s of ``steps`` steps of ``case`` on the views ``feed()`` returns."""
+    return round(batch * steps / _seconds(case, feed, steps, first, clock), 2)
 
 
 def _gpu_counters(device: str) -> dict[str, float]:
@@ -690,16 +697,17 @@ def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
             pair = method == "moco"
             first = args.warmup + steps
             before = _rate(case, lambda v=syn_views: v, steps, first, batch, clock)
-            c0 = _gpu_counters(args.device)
-            t0 = time.perf_counter()
-            waited = 0.0
-            for s in range(steps):
+            waits: list[float] = []
+
+            def from_store(waits: list[float] = waits) -> list[Tensor]:
                 views, wait = batch_views()
-                waited += wait
-                case.step(views, args.warmup + s, None, clock)
-            clock.sync()
-            elapsed = time.perf_counter() - t0
+                waits.append(wait)
+                return views
+
+            c0 = _gpu_counters(args.device)
+            elapsed = _seconds(case, from_store, steps, args.warmup, clock)
             c1 = _gpu_counters(args.device)
+            waited = sum(waits)
             r["steps"] = steps
             r["main_thread_cpu_ms_per_step"] = round(
                 (c1["thread_cpu_s"] - c0["thread_cpu_s"]) * 1e3 / steps, 1

@@ -501,7 +501,10 @@ def pretrain(
     if world > 1:
         model = _ddp(method, dev)
     if tc.compile:
-        _compile_backbones(method)
+        # the encoders' trunks only (ViT blocks, ResNet stages), in place: the method's forward
+        # takes the step (DINO's schedules) and draws MAE masks on the CPU, which would recompile
+        # or break the graph every step, and the adapter runs tuned Triton kernels
+        compile_trunks(method)
     bf16 = tc.precision == "bf16" or (tc.precision == "auto" and dev.type == "cuda")
     # views in bf16 where the model casts them to bf16 anyway (same values, one pass fewer),
     # float32 where the loss reads them as targets (MAE)
@@ -655,17 +658,6 @@ def _run_keys(config: dict[str, Any]) -> dict[str, Any]:
     """
     data = {k: v for k, v in (config.get("data") or {}).items() if k != "loader"}
     return {**config, "data": data}
-
-
-def _compile_backbones(method: Method) -> None:
-    """``torch.compile`` the encoders' trunks in place (``models.compile_trunks``).
-
-    Neither the whole method nor the adapter is compiled: the method's forward takes the step
-    (DINO's schedules) and draws MAE masks from CPU generators, which would recompile or break
-    the graph every step, and the adapter runs tuned Triton kernels. The trunks (ViT blocks,
-    ResNet stages) are where inductor's fusions pay.
-    """
-    compile_trunks(method)
 
 
 def _ddp(method: nn.Module, dev: torch.device) -> nn.Module:

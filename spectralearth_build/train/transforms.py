@@ -173,41 +173,35 @@ def sample_params(
     )
 
 
-def _corners(params: AugmentParams) -> Tensor:
-    """``(B, 4, 2)`` box corners ``(x, y)`` in kornia's order, swapped where flipped."""
-    y0, x0, h, w = params.boxes.unbind(1)
-    x1, y1 = x0 + w - 1, y0 + h - 1
-    left = torch.where(params.hflip, x1, x0)
-    right = torch.where(params.hflip, x0, x1)
-    top = torch.where(params.vflip, y1, y0)
-    bottom = torch.where(params.vflip, y0, y1)
-    # top-left, top-right, bottom-right, bottom-left of the output
-    return torch.stack(
-        [
-            torch.stack([left, top], 1),
-            torch.stack([right, top], 1),
-            torch.stack([right, bottom], 1),
-            torch.stack([left, bottom], 1),
-        ],
-        dim=1,
-    )
+def _axis_coords(
+    params: AugmentParams, height: int, width: int, size: int, device: Any
+) -> tuple[Tensor, Tensor]:
+    """Input row and column coordinate of each output sample: float64 ``(B, size)`` each.
 
-
-def _resample_matrices(start: Tensor, stop: Tensor, n_in: int, size: int) -> Tensor:
-    """Bilinear sampling along one axis as matrices: float64 ``(B, size, n_in)``.
-
-    Output sample ``i`` reads input coordinate ``start + (stop - start) * i / (size - 1)``
-    (``align_corners=True``: the first and last samples sit on ``start`` and ``stop``, which
-    lie in ``[0, n_in - 1]``); ``stop < start`` is a flip.
+    Output sample ``i`` reads ``start + (stop - start) * i / (size - 1)`` between the box's
+    ends (``align_corners=True``, as kornia's ``crop_and_resize``); a flip swaps the ends.
     """
-    i = torch.arange(size, dtype=torch.float64, device=start.device)
-    step = (stop - start)[:, None] / max(size - 1, 1)
-    coord = (start[:, None] + step * i).clamp(0, n_in - 1)
+    boxes = params.boxes.to(device=device, dtype=torch.float64)
+    y0, x0, h, w = boxes.unbind(1)
+    y1, x1 = y0 + h - 1, x0 + w - 1
+    vflip, hflip = params.vflip.to(device), params.hflip.to(device)
+    i = torch.arange(size, dtype=torch.float64, device=device) / max(size - 1, 1)
+
+    def line(start: Tensor, stop: Tensor, n_in: int) -> Tensor:
+        return (start[:, None] + (stop - start)[:, None] * i).clamp(0, n_in - 1)
+
+    rows = line(torch.where(vflip, y1, y0), torch.where(vflip, y0, y1), height)
+    cols = line(torch.where(hflip, x1, x0), torch.where(hflip, x0, x1), width)
+    return rows, cols
+
+
+def _resample_matrices(coord: Tensor, n_in: int) -> Tensor:
+    """Bilinear sampling at ``coord`` (B, size) along one axis as matrices: ``(B, size, n_in)``."""
     lo = coord.floor()
     frac = coord - lo
     lo_i = lo.long()
     hi_i = (lo_i + 1).clamp(max=n_in - 1)
-    m = torch.zeros(len(start), size, n_in, dtype=torch.float64, device=start.device)
+    m = coord.new_zeros(*coord.shape, n_in)
     m.scatter_add_(2, lo_i[..., None], (1 - frac)[..., None])
     m.scatter_add_(2, hi_i[..., None], frac[..., None])
     return m
@@ -245,13 +239,8 @@ def axis_operators(
     ``out[b, c] = rows[b] @ x[b, c] @ cols[b].T`` (float64, on ``device``).
     """
     size = config.size or width
-    boxes = params.boxes.to(device=device, dtype=torch.float64)
-    y0, x0, h, w = boxes.unbind(1)
-    y1, x1 = y0 + h - 1, x0 + w - 1
-    vflip = params.vflip.to(device)
-    hflip = params.hflip.to(device)
-    rows = _resample_matrices(torch.where(vflip, y1, y0), torch.where(vflip, y0, y1), height, size)
-    cols = _resample_matrices(torch.where(hflip, x1, x0), torch.where(hflip, x0, x1), width, size)
+    ry, rx = _axis_coords(params, height, width, size, device)
+    rows, cols = _resample_matrices(ry, height), _resample_matrices(rx, width)
     sigma = params.sigma.to(device=device, dtype=torch.float64)
     if bool((sigma > 0).any()):
         blur = _blur_matrices(sigma, size, config.kernel_for(size))
@@ -259,30 +248,23 @@ def axis_operators(
     return rows, cols
 
 
-def _tf32_matmul(enabled: bool) -> contextlib.AbstractContextManager[None]:
-    """CUDA float32 matmuls in TF32 inside the block (no-op when not ``enabled``)."""
-    if not enabled:
-        return contextlib.nullcontext()
-    return _set_matmul_precision("tf32")
-
-
 @contextlib.contextmanager
-def _set_matmul_precision(value: str) -> Iterator[None]:
+def _tf32_matmul(enabled: bool) -> Iterator[None]:
+    """CUDA float32 matmuls in TF32 inside the block (no-op when not ``enabled``)."""
     mm = torch.backends.cuda.matmul
-    if hasattr(mm, "fp32_precision"):
-        old = mm.fp32_precision
-        mm.fp32_precision = value
-        try:
-            yield
-        finally:
-            mm.fp32_precision = old
-    else:  # torch < 2.9
-        old_flag = mm.allow_tf32
-        mm.allow_tf32 = value == "tf32"
-        try:
-            yield
-        finally:
-            mm.allow_tf32 = old_flag
+    if not enabled:
+        yield
+        return
+    value: str | bool = "tf32"
+    attr = "fp32_precision"
+    if not hasattr(mm, attr):  # torch < 2.9
+        attr, value = "allow_tf32", True
+    old = getattr(mm, attr)
+    setattr(mm, attr, value)
+    try:
+        yield
+    finally:
+        setattr(mm, attr, old)
 
 
 def apply_params(
@@ -297,11 +279,11 @@ def apply_params(
     Two batched matrix products (``axis_operators``): columns, then rows, about 1.7 GFLOP per
     202-band 128 px view and no per-sample kernel. On CUDA they run in TF32 (10-bit mantissa,
     finer than the bf16 the models compute in; relative error ~1e-3); on the CPU in float32.
-    An ``x`` whose memory is ``(B, H, C, W)`` (as :meth:`DeviceTransform.normalize` writes it)
-    needs no transposed copy: the products read and write rows of all bands at once, and
-    only the result is laid out as ``(B, C, S, S)``, in ``dtype`` (default ``x``'s; bf16 for a
-    bf16 model saves the model's own cast). The mask takes the nearest input pixel of each
-    output pixel's (unblurred) coordinate.
+    The products read and write rows of all bands, ``(B, H, C, W)`` memory: an ``x`` laid out
+    so (as :meth:`DeviceTransform.normalize` writes it) is read without a transposed copy, any
+    other is copied once. Only the result is laid out as ``(B, C, S, S)``, in ``dtype`` (default
+    ``x``'s; bf16 for a bf16 model saves the model's own cast). The mask takes the nearest input
+    pixel of each output pixel's (unblurred) coordinate.
 
     Returns the image ``(B, C, S, S)`` (contiguous) and the mask ``(B, S, S)`` (same dtype as
     given) or None.
@@ -309,15 +291,10 @@ def apply_params(
     b, c, h, w = x.shape
     rows, cols = axis_operators(params, config, h, w, x.device)
     s = rows.shape[1]
-    xt = x.transpose(1, 2)  # (B, H, C, W)
     with _tf32_matmul(x.is_cuda):
-        if xt.stride()[2:] == (w, 1) and xt.stride(1) == c * w:  # rows of all bands
-            t = torch.bmm(xt.reshape(b, h * c, w), cols.to(x.dtype).transpose(1, 2))
-            o = torch.bmm(rows.to(x.dtype), t.view(b, h, c * s))  # (B, S, C*S)
-        else:
-            t = torch.bmm(x.reshape(b, c * h, w), cols.to(x.dtype).transpose(1, 2))
-            t = t.view(b, c, h, s).transpose(1, 2).reshape(b, h, c * s)
-            o = torch.bmm(rows.to(x.dtype), t)
+        band_rows = x.transpose(1, 2).reshape(b, h * c, w)  # a view for (B, H, C, W) memory
+        t = torch.bmm(band_rows, cols.to(x.dtype).transpose(1, 2))  # (B, H*C, S)
+        o = torch.bmm(rows.to(x.dtype), t.view(b, h, c * s))  # (B, S, C*S)
     out = torch.empty(b, c, s, s, dtype=dtype or x.dtype, device=x.device)
     out.copy_(o.view(b, s, c, s).transpose(1, 2))  # one pass: layout and dtype
     out_mask = None
@@ -330,13 +307,63 @@ def _nearest(mask: Tensor, params: AugmentParams, config: AugmentConfig) -> Tens
     """``mask`` ``(B, H, W)`` cropped, resized and flipped with nearest-neighbour sampling."""
     b, h, w = mask.shape
     size = config.size or w
-    no_blur = dataclasses.replace(params, sigma=torch.zeros_like(params.sigma))
-    rows, cols = axis_operators(no_blur, config, h, w, mask.device)
-    # the coordinate of each output sample is its weighted input index; round half to even
-    ry = (rows * torch.arange(h, dtype=torch.float64, device=mask.device)).sum(2).round().long()
-    rx = (cols * torch.arange(w, dtype=torch.float64, device=mask.device)).sum(2).round().long()
+    ry, rx = (c.round().long() for c in _axis_coords(params, h, w, size, mask.device))
     bi = torch.arange(b, device=mask.device)[:, None, None]
-    return mask[bi, ry[:, :, None], rx[:, None, :]].reshape(b, size, size)
+    return mask[bi, ry[:, :, None], rx[:, None, :]]
+
+
+def _corners(params: AugmentParams) -> Tensor:
+    """``(B, 4, 2)`` box corners ``(x, y)`` in kornia's order, swapped where flipped."""
+    y0, x0, h, w = params.boxes.unbind(1)
+    x1, y1 = x0 + w - 1, y0 + h - 1
+    left = torch.where(params.hflip, x1, x0)
+    right = torch.where(params.hflip, x0, x1)
+    top = torch.where(params.vflip, y1, y0)
+    bottom = torch.where(params.vflip, y0, y1)
+    # top-left, top-right, bottom-right, bottom-left of the output
+    return torch.stack(
+        [
+            torch.stack([left, top], 1),
+            torch.stack([right, top], 1),
+            torch.stack([right, bottom], 1),
+            torch.stack([left, bottom], 1),
+        ],
+        dim=1,
+    )
+
+
+def kornia_reference(
+    x: Tensor, params: AugmentParams, config: AugmentConfig, mask: Tensor | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """The same augmentation through kornia, for tests and ``benchmarks/device_transforms.py``.
+
+    ``crop_and_resize`` (bilinear, ``align_corners=True``) with the box corners swapped where
+    flipped, then ``gaussian_blur2d`` (reflect border) on the blurred samples; the mask through
+    ``crop_and_resize`` with nearest sampling. Computes in ``x``'s dtype.
+    """
+    from kornia.filters import gaussian_blur2d
+    from kornia.geometry.transform import crop_and_resize
+
+    size = config.size or x.shape[-1]
+    corners = _corners(params).to(device=x.device, dtype=x.dtype)
+    out = crop_and_resize(x, corners, (size, size), mode="bilinear", align_corners=True)
+    blurred = torch.nonzero(params.sigma > 0).flatten()
+    if len(blurred):
+        k = config.kernel_for(size)
+        idx = blurred.to(x.device)
+        sig = params.sigma[blurred].to(device=x.device, dtype=x.dtype)[:, None].expand(-1, 2)
+        out[idx] = gaussian_blur2d(out[idx], (k, k), sig.contiguous(), border_type="reflect")
+    out_mask = None
+    if mask is not None:
+        m = crop_and_resize(
+            mask[:, None].to(device=x.device, dtype=x.dtype),
+            corners,
+            (size, size),
+            mode="nearest",
+            align_corners=True,
+        )
+        out_mask = m[:, 0].round().to(mask.dtype)
+    return out, out_mask
 
 
 class DeviceTransform(nn.Module):
