@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from spectralearth_build.train.hostcopy import to_device
 from spectralearth_build.train.models import SpectralAdapter, build_backbone, compile_trunks
 from spectralearth_build.train.models.adapter import triton_available
 
@@ -65,7 +66,7 @@ class _Rand:
 
     def uniform(self, purpose: str, *shape: int) -> Tensor:
         g = torch.Generator().manual_seed(hash((self.step, purpose)) & 0xFFFFFFFF)
-        return torch.rand((self.batch, *shape), generator=g).to(self.device)
+        return to_device(torch.rand((self.batch, *shape), generator=g), self.device)
 
 
 class PlainStep(nn.Module):
@@ -614,6 +615,90 @@ def _gpu_counters(device: str) -> dict[str, float]:
     return out
 
 
+def _sync_points(step: Callable[[], Any]) -> dict[str, int]:
+    """Where one call of ``step`` makes the host wait for the device: ``file:line`` of the
+    innermost project frame of each synchronising call (CUDA sync debug mode), with counts."""
+    found: dict[str, int] = {}
+    here = str(Path(__file__).resolve().parents[1])
+
+    def record(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        frames = [f for f in traceback.extract_stack()[:-1] if f.filename.startswith(here)]
+        where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else filename
+        key = f"{where} ({str(message).split(',')[0][:60]})"
+        found[key] = found.get(key, 0) + 1
+
+    import warnings
+
+    old = warnings.showwarning
+    warnings.showwarning = record
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = record
+            step()
+            torch.cuda.current_stream().synchronize()  # not flagged: a stream, not the device
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        warnings.showwarning = old
+    return found
+
+
+def _gpu_busy_share(
+    step: Callable[[], Any], steps: int, trace: Path | None = None
+) -> dict[str, float]:
+    """Share of the wall time of ``steps`` calls of ``step`` during which a kernel or copy ran
+    on the GPU (union of the profiler's device intervals), and the wall ms per step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t
+    path = trace or Path(os.environ.get("TMPDIR", "/tmp")) / f"trace_{os.getpid()}.json"
+    prof.export_chrome_trace(str(path))
+    events = json.loads(path.read_text()).get("traceEvents", [])
+    spans = sorted(
+        (e["ts"], e["ts"] + e.get("dur", 0))
+        for e in events
+        if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")
+    )
+    busy, end = 0.0, -1.0
+    first = spans[0][0] if spans else 0.0
+    last = max((b for _, b in spans), default=0.0)
+    for a, b in spans:
+        if b <= end:
+            continue
+        busy += b - max(a, end)
+        end = b
+    if trace is None:
+        path.unlink()
+    else:
+        import gzip
+
+        with open(path, "rb") as src, gzip.open(f"{path}.gz", "wb") as dst:
+            dst.write(src.read())
+        path.unlink()
+    return {
+        "wall_ms_per_step": round(wall * 1e3 / steps, 1),
+        "gpu_busy_share_of_device_span": round(busy / max(last - first, 1e-9), 3),
+        "gpu_busy_ms_per_step": round(busy / 1e3 / steps, 1),
+    }
+
+
+def _burn(stop: Any, nbytes: int) -> None:
+    """Stream memory until ``stop`` (a stand-in for the decoding workers' load)."""
+    import numpy as np
+
+    a = np.ones(nbytes, dtype=np.uint8)
+    b = np.empty_like(a)
+    while not stop.is_set():
+        np.copyto(b, a)
+
+
 def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
     """Steps fed from a store through the ring loader and device transforms, vs synthetic batches.
 
@@ -665,7 +750,9 @@ def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
                 raise ValueError(f"the store has {len(ds)} locations, fewer than a batch")
             sampler = StepSampler(len(ds), batch, 1, 1, 0, 0, 0, args.warmup + args.e2e_steps)
             dev = args.device if args.device == "cuda" else None
-            loader = RingLoader(ds, sampler, num_workers=args.workers, device=dev)
+            loader = RingLoader(
+                ds, sampler, num_workers=args.workers, device=dev, nice=args.worker_nice
+            )
             aug = dataclasses.replace(recipe(method), size=args.px)
             # as pretrain: bf16 views on CUDA unless the loss reads pixels (MAE)
             half = args.device == "cuda" and method != "mae"
@@ -705,8 +792,10 @@ def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
                 return views
 
             c0 = _gpu_counters(args.device)
+            s0 = dict(loader.stats)
             elapsed = _seconds(case, from_store, steps, args.warmup, clock)
             c1 = _gpu_counters(args.device)
+            s1 = dict(loader.stats)
             waited = sum(waits)
             r["steps"] = steps
             r["main_thread_cpu_ms_per_step"] = round(
@@ -718,13 +807,12 @@ def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
             after = _rate(case, lambda v=syn_views: v, steps, first, batch, clock)
             r["synthetic_same_step_before_after"] = [before, after]
             r["synthetic_same_step_samples_per_s"] = round((before + after) / 2, 2)
+
+            def transformed(t: Any = tf, x: Tensor = raw, two: bool = pair) -> list[Tensor]:
+                return list(t.pair(x)) if two else [t(x)]
+
             r["synthetic_with_transforms_samples_per_s"] = _rate(
-                case,
-                lambda t=tf, x=raw, two=pair: list(t.pair(x)) if two else [t(x)],
-                steps,
-                first,
-                batch,
-                clock,
+                case, transformed, steps, first, batch, clock
             )
             r["ratio_to_synthetic_same_step"] = round(
                 r["samples_per_s"] / r["synthetic_same_step_samples_per_s"], 3
@@ -737,7 +825,13 @@ def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
                 r["synthetic_samples_per_s"] = syn
                 r["ratio_to_synthetic"] = round(r["samples_per_s"] / syn, 3)
             r["loader_wait_share"] = round(waited / elapsed, 4)
+            copy_s = s1["copy_s"] - s0["copy_s"]  # copies retired during the timed steps
+            if copy_s > 0:
+                r["h2d_copy_gbps"] = round((s1["copy_bytes"] - s0["copy_bytes"]) / copy_s / 1e9, 2)
+                r["h2d_copy_share"] = round(copy_s / elapsed, 3)
             r["loader_settings"] = loader.settings()
+            if args.diagnose and args.device == "cuda":
+                r["diagnosis"] = _diagnose(args, case, from_store, transformed, method)
             del case, it
         except Exception as exc:  # noqa: BLE001
             r["error"] = f"{type(exc).__name__}: {exc}"
@@ -746,6 +840,47 @@ def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
                 loader.close()
         free()
         out["cases"].append(r)
+    return out
+
+
+def _diagnose(
+    args: argparse.Namespace,
+    case: Case,
+    from_store: Callable[[], list[Tensor]],
+    transformed: Callable[[], list[Tensor]],
+    method: str,
+) -> dict[str, Any]:
+    """Why store-fed steps are slower than transform-fed ones: host syncs per step, the GPU's
+    busy share under the profiler, and the transform-fed rate beside CPU load like the loader's."""
+    import multiprocessing as mp
+
+    clock = Clock(args.device)
+    first = 10_000
+    feeds = {"store": from_store, "transforms": transformed}
+    out: dict[str, Any] = {"sync_points": {}, "profile": {}}
+    for name, feed in feeds.items():
+        out["sync_points"][name] = _sync_points(lambda f=feed: case.step(f(), first, None, clock))
+    trace_dir = Path(args.trace_dir) if args.trace_dir else None
+    for name, feed in feeds.items():
+        trace = trace_dir / f"trace_{method}_{name}.json" if trace_dir else None
+        out["profile"][name] = _gpu_busy_share(
+            lambda f=feed: case.step(f(), first, None, clock), 3, trace
+        )
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    procs = [ctx.Process(target=_burn, args=(stop, 256 << 20)) for _ in range(args.workers)]
+    for p in procs:
+        p.start()
+    time.sleep(3)
+    try:
+        out["transforms_fed_with_cpu_load_samples_per_s"] = _rate(
+            case, transformed, args.e2e_steps, first, args.e2e_batch, clock
+        )
+    finally:
+        stop.set()
+        for p in procs:
+            p.join()
+    out["cpu_load"] = f"{args.workers} processes streaming 256 MiB buffers"
     return out
 
 
@@ -773,9 +908,19 @@ def main() -> None:
     )
     ap.add_argument("--skip-adapter", action="store_true")
     ap.add_argument("--data", default=None, help="a built store for the end-to-end mode")
+    ap.add_argument(
+        "--e2e-only", action="store_true", help="only the end-to-end mode (needs --data)"
+    )
+    ap.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="end to end: also host syncs per step, GPU busy share, rate under CPU load",
+    )
+    ap.add_argument("--trace-dir", default=None, help="with --diagnose: keep profiler traces")
     ap.add_argument("--e2e-batch", type=int, default=None)
     ap.add_argument("--e2e-steps", type=int, default=None, help="timed steps (default 4x --steps)")
     ap.add_argument("--workers", type=int, default=min(12, os.cpu_count() or 1))
+    ap.add_argument("--worker-nice", type=int, default=0, help="end to end: loader workers' nice")
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip cases after this long")
     ap.add_argument("--out", default=str(ROOT / "results" / "train_throughput.json"))
     args = ap.parse_args()
@@ -836,6 +981,8 @@ def main() -> None:
     if "moco" in args.methods and "spec_resnet50" in args.models:
         plan.append(("spec_resnet50", "moco"))
     flops: dict[tuple[str, str], float | None] = {}
+    if args.e2e_only:
+        plan, batches, args.skip_adapter = [], [args.e2e_batch], True
     for model, method in plan:
         try:
             flops[(model, method)] = count_flops(args, model, method, methods)
@@ -845,7 +992,9 @@ def main() -> None:
         free()
     result["ref_flops_per_sample"] = {f"{m}/{k}": v for (m, k), v in flops.items()}
     try:
-        result["adapter_equality"] = equality_check(args)
+        result["adapter_equality"] = (
+            "skipped: --e2e-only" if args.e2e_only else equality_check(args)
+        )
     except Exception as exc:  # noqa: BLE001
         result["adapter_equality"] = {"error": f"{type(exc).__name__}: {exc}"}
     print(json.dumps({"adapter_equality": result["adapter_equality"]}), flush=True)

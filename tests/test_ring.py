@@ -165,8 +165,11 @@ class FakeCuda:
         fake = self
 
         class Event:
-            def __init__(self) -> None:
+            def __init__(self, enable_timing: bool = False) -> None:
                 self.polls = 0
+
+            def elapsed_time(self, end: object) -> float:
+                return 1.0  # ms
 
             def record(self, stream: object) -> None:
                 fake.log.append("record")
@@ -223,7 +226,11 @@ def test_device_path_reuses_a_slot_only_after_its_copy(store, monkeypatch, slots
         got = list(loader)
     assert_same_batches(want, got)
     n = len(want)
-    assert fake.log.count("record") == fake.log.count("wait") == fake.log.count("wait_stream") == n
+    assert fake.log.count("wait") == fake.log.count("wait_stream") == n
+    assert fake.log.count("record") == 2 * n  # the copy's start and end
+    assert loader.stats["copy_s"] == pytest.approx(n * 1e-3)  # every copy retired once
+    nbytes = sum(v.numel() * v.element_size() for b in want for v in b.values())
+    assert loader.stats["copy_bytes"] == nbytes
     assert fake.log.count("register") == 1
     assert fake.log.count("unregister") == (1 if code == 0 else 0)
     assert any("cudaHostRegister" in str(w.message) for w in caught) == (code != 0)

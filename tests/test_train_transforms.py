@@ -171,6 +171,32 @@ def test_cuda_gives_the_cpu_result():
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-2, atol=1e-2)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_augmentation_and_step_draws_never_make_the_host_wait():
+    """Draws made on the CPU reach the GPU without a stream synchronisation."""
+    from spectralearth_build.train.methods.common import StepRandom
+
+    mean, std = stats()
+    x = batch(8).cuda()
+    tr = DeviceTransform(mean, std, "moco", seed=4, device="cuda")
+    want = tr.pair(x)
+    tr.set_epoch(0)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with pytest.raises(RuntimeError, match="synchroniz"):  # the mode does catch a sync
+            torch.ones(3).to("cuda")
+        got = tr.pair(x)
+        noise = StepRandom(0, 1, 8, 0, 8, "cuda").uniform("mae-mask", 16)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for a, b in zip(got, want, strict=True):
+        assert torch.equal(a, b)
+    assert noise.is_cuda and torch.equal(
+        noise.cpu(), StepRandom(0, 1, 8, 0, 8).uniform("mae-mask", 16)
+    )
+
+
 @pytest.mark.parametrize("size", [P, P // 2])
 def test_separable_operators_equal_kornia_crop_resize_and_blur(size):
     """The two-product augmentation equals kornia's crop_and_resize + gaussian_blur2d."""

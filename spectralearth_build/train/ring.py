@@ -133,10 +133,13 @@ def _worker(
     results: Any,
     stop: Any,
     parent: int,
+    nice: int,
 ) -> None:
     """Worker loop: decode the samples of each task into its rows of the ring."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
     _single_threaded()
+    if nice:
+        os.nice(nice)
     while not stop.is_set():
         try:
             task = tasks.get(timeout=WORKER_POLL_S)
@@ -208,9 +211,13 @@ class RingLoader:
         batch_size: rows per slot (default: the size of the sampler's first batch); a later,
             larger batch is an error, a smaller one (a last partial batch) fits.
         pin: page-lock the ring when ``device`` is CUDA.
+        nice: added to the workers' scheduling niceness (0: as the caller), so that the
+            process feeding the GPU runs first when the cores are all busy.
 
     Iterating yields ``dict[str, Tensor]`` like ``DataLoader``'s default collate.  ``stats``
-    counts batches, samples and the seconds the caller waited for workers (``wait_s``).
+    counts batches, samples, the seconds the caller waited for workers (``wait_s``) and, on
+    CUDA, the device seconds and bytes of the finished host-to-device copies (``copy_s``,
+    ``copy_bytes``).
     """
 
     def __init__(
@@ -224,6 +231,7 @@ class RingLoader:
         chunk: int | None = None,
         batch_size: int | None = None,
         pin: bool = True,
+        nice: int = 0,
     ):
         if not (hasattr(dataset, "fields") and hasattr(dataset, "sample_into")):
             raise InputError(
@@ -236,7 +244,9 @@ class RingLoader:
                 "RingLoader writes samples into fixed-shape buffers and cannot apply a dataset's "
                 "CPU transforms; apply them to batches, or use a torch DataLoader"
             )
-        for name, value, low in (("num_workers", num_workers, 0), ("slots", slots, 1)):
+        for name, value, low in (
+            ("num_workers", num_workers, 0), ("slots", slots, 1), ("nice", nice, 0)
+        ):  # fmt: skip
             if not isinstance(value, int) or value < low:
                 raise InputError(f"RingLoader {name} must be an integer >= {low}, got {value!r}")
         for name, opt in (("chunk", chunk), ("batch_size", batch_size)):
@@ -258,8 +268,11 @@ class RingLoader:
         self.chunk = chunk
         self.batch_size = batch_size
         self.pin = pin
+        self.nice = nice
         self.fields: dict[str, tuple[tuple[int, ...], np.dtype]] = dict(dataset.fields())
-        self.stats: dict[str, float] = {"batches": 0, "samples": 0, "wait_s": 0.0}
+        self.stats: dict[str, float] = {
+            "batches": 0, "samples": 0, "wait_s": 0.0, "copy_s": 0.0, "copy_bytes": 0
+        }  # fmt: skip
         self.pinned = False
         """Whether the current ring is page-locked."""
         self._ring: _Ring | None = None
@@ -268,7 +281,7 @@ class RingLoader:
         self._results: Any = None
         self._stop: Any = None
         self._stream: Any = None
-        self._copies: deque[tuple[int, Any]] = deque()
+        self._copies: deque[tuple[int, Any, Any, int]] = deque()  # slot, start, done, bytes
         self._capacity = 0
         self._failed: dict[int, _Failure] = {}
         self._gen: weakref.ref[Any] | None = None  # weak: dropping the iterator ends it
@@ -296,6 +309,7 @@ class RingLoader:
             "ring_bytes": self._ring.nbytes if self._ring is not None else None,
             "device": str(self.device) if self.device is not None else "cpu",
             "pinned": self.pinned,
+            "nice": self.nice,
         }
 
     def close(self) -> None:
@@ -352,7 +366,7 @@ class RingLoader:
                 p = ctx.Process(
                     target=_worker,
                     args=(w, self.dataset, self._ring.arrays, self._tasks, self._results,
-                          self._stop, parent),
+                          self._stop, parent, self.nice),
                     name=f"ring-loader-worker-{w}",
                     daemon=True,
                 )  # fmt: skip
@@ -389,8 +403,8 @@ class RingLoader:
         nxt: list[Any] | None = first
         while True:
             # hand finished copies' slots back, then give every free slot a batch
-            while self._copies and self._copies[0][1].query():
-                free.append(self._copies.popleft()[0])
+            while self._copies and self._copies[0][2].query():
+                free.append(self._copied())
             while free and nxt is not None and (self.num_workers or not pending):
                 slot = free.popleft()
                 self._submit(slot, nxt, left)
@@ -402,9 +416,8 @@ class RingLoader:
                     while staged:
                         yield self._hand(*staged.popleft())
                     return
-                slot, copied = self._copies.popleft()  # every slot is being copied from
-                copied.synchronize()
-                free.append(slot)
+                self._copies[0][2].synchronize()  # every slot is being copied from
+                free.append(self._copied())
                 continue
             slot, rows = pending.popleft()
             t0 = time.perf_counter()
@@ -479,13 +492,22 @@ class RingLoader:
         consumer = torch.cuda.current_stream(self.device)
         out = {k: torch.empty(v.shape, dtype=v.dtype, device=self.device) for k, v in views.items()}
         self._stream.wait_stream(consumer)
+        start, done = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         with torch.cuda.stream(self._stream):
+            start.record(self._stream)
             for k, v in views.items():
                 out[k].copy_(v, non_blocking=True)
-            done = torch.cuda.Event()
             done.record(self._stream)
-        self._copies.append((slot, done))  # the slot is free again once ``done`` completes
+        nbytes = sum(v.numel() * v.element_size() for v in views.values())
+        self._copies.append((slot, start, done, nbytes))  # the slot is free once ``done`` is
         return out, done
+
+    def _copied(self) -> int:
+        """Retire the oldest (completed) copy: count its time and bytes, return its slot."""
+        slot, start, done, nbytes = self._copies.popleft()
+        self.stats["copy_s"] += start.elapsed_time(done) / 1e3
+        self.stats["copy_bytes"] += nbytes
+        return slot
 
     def _hand(self, out: dict[str, torch.Tensor], done: Any) -> dict[str, torch.Tensor]:
         """A copied batch for the caller: its current stream waits for the copy."""
@@ -522,7 +544,8 @@ class RingLoader:
                 q.close()
         self._tasks = self._results = self._stop = None
         while self._copies:  # a copy still reading the ring finishes before it goes
-            self._copies.popleft()[1].synchronize()
+            self._copies[0][2].synchronize()
+            self._copied()
         self._failed.clear()
         ring, self._ring = self._ring, None
         if ring is not None:

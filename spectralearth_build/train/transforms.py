@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
+from .hostcopy import to_device
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,18 @@ class AugmentParams:
     sigma: Tensor
     """float64 ``(B,)``: blur standard deviation, 0 for no blur."""
 
+    def to(self, device: Any) -> AugmentParams:
+        """The draws on ``device`` (CPU to CUDA: one copy that does not wait for the device)."""
+        dev = torch.device(device)
+        if self.boxes.device == dev or dev.type == "cpu" or self.boxes.device.type != "cpu":
+            return AugmentParams(*(t.to(dev) for t in self._parts()))
+        flags = torch.stack([self.hflip, self.vflip], 1).to(torch.float64)
+        packed = to_device(torch.cat([self.boxes, flags, self.sigma[:, None]], 1), dev)
+        return AugmentParams(packed[:, :4], packed[:, 4] > 0, packed[:, 5] > 0, packed[:, 6])
+
+    def _parts(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return self.boxes, self.hflip, self.vflip, self.sigma
+
 
 def sample_params(
     config: AugmentConfig, batch: int, height: int, width: int, generator: torch.Generator
@@ -181,10 +194,10 @@ def _axis_coords(
     Output sample ``i`` reads ``start + (stop - start) * i / (size - 1)`` between the box's
     ends (``align_corners=True``, as kornia's ``crop_and_resize``); a flip swaps the ends.
     """
-    boxes = params.boxes.to(device=device, dtype=torch.float64)
-    y0, x0, h, w = boxes.unbind(1)
+    params = params.to(device)
+    y0, x0, h, w = params.boxes.to(torch.float64).unbind(1)
     y1, x1 = y0 + h - 1, x0 + w - 1
-    vflip, hflip = params.vflip.to(device), params.hflip.to(device)
+    vflip, hflip = params.vflip, params.hflip
     i = torch.arange(size, dtype=torch.float64, device=device) / max(size - 1, 1)
 
     def line(start: Tensor, stop: Tensor, n_in: int) -> Tensor:
@@ -239,11 +252,12 @@ def axis_operators(
     ``out[b, c] = rows[b] @ x[b, c] @ cols[b].T`` (float64, on ``device``).
     """
     size = config.size or width
+    blurred = bool((params.sigma > 0).any())  # on the host: the draws are CPU tensors
+    params = params.to(device)
     ry, rx = _axis_coords(params, height, width, size, device)
     rows, cols = _resample_matrices(ry, height), _resample_matrices(rx, width)
-    sigma = params.sigma.to(device=device, dtype=torch.float64)
-    if bool((sigma > 0).any()):
-        blur = _blur_matrices(sigma, size, config.kernel_for(size))
+    if blurred:
+        blur = _blur_matrices(params.sigma.to(torch.float64), size, config.kernel_for(size))
         rows, cols = torch.bmm(blur, rows), torch.bmm(blur, cols)
     return rows, cols
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..hostcopy import to_device
+
 
 def _seed_of(*parts: object) -> int:
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
@@ -48,12 +50,12 @@ class StepRandom:
     def uniform(self, purpose: str, *shape: int) -> Tensor:
         """``(stop - start, *shape)`` float32 uniform in [0, 1)."""
         x = torch.rand((self.global_batch, *shape), generator=self.generator(purpose))
-        return x[self.start : self.stop].to(self.device)
+        return to_device(x[self.start : self.stop], self.device)
 
     def normal(self, purpose: str, *shape: int) -> Tensor:
         """``(stop - start, *shape)`` float32 standard normal."""
         x = torch.randn((self.global_batch, *shape), generator=self.generator(purpose))
-        return x[self.start : self.stop].to(self.device)
+        return to_device(x[self.start : self.stop], self.device)
 
     def sub(self, start: int, stop: int) -> StepRandom:
         """The same step's numbers for local positions ``start:stop`` of this slice."""
