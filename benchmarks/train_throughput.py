@@ -48,11 +48,14 @@ from torch import Tensor, nn
 from spectralearth_build.train.hostcopy import to_device
 from spectralearth_build.train.models import SpectralAdapter, build_backbone, compile_trunks
 from spectralearth_build.train.models.adapter import triton_available
+from spectralearth_build.train.ring import COPY_CHUNK
 
 ROOT = Path(__file__).resolve().parent
 #: our step: eager, and with the trunks compiled (``--compile``)
 OURS = ("ours", "ours+compile")
 BANDS = 202
+#: store-fed steps the end-to-end diagnosis takes beyond the timed ones
+DIAGNOSE_STEPS = 8
 #: dense bf16 tensor-core peak, FLOP/s (the issue's 989 TFLOP/s for an H100/H200 SXM)
 PEAK_BF16 = {"H200": 989.4e12, "H100": 989.4e12}
 
@@ -608,10 +611,13 @@ def _rate(
 
 
 def _gpu_counters(device: str) -> dict[str, float]:
-    """Main-thread CPU seconds and the CUDA allocator's retries so far (differences matter)."""
+    """Main-thread CPU seconds, the CUDA allocator's retries and its cudaMalloc calls so far
+    (differences matter)."""
     out = {"thread_cpu_s": time.thread_time()}
     if device == "cuda":
-        out["alloc_retries"] = float(torch.cuda.memory_stats().get("num_alloc_retries", 0))
+        stats = torch.cuda.memory_stats()
+        out["alloc_retries"] = float(stats.get("num_alloc_retries", 0))
+        out["device_allocs"] = float(stats.get("num_device_alloc", 0))
     return out
 
 
@@ -748,10 +754,16 @@ def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
             ds = (TemporalPair if method == "moco" else SingleView)(args.data)
             if len(ds) < batch:
                 raise ValueError(f"the store has {len(ds)} locations, fewer than a batch")
-            sampler = StepSampler(len(ds), batch, 1, 1, 0, 0, 0, args.warmup + args.e2e_steps)
+            n_batches = args.warmup + args.e2e_steps + (DIAGNOSE_STEPS if args.diagnose else 0)
+            sampler = StepSampler(len(ds), batch, 1, 1, 0, 0, 0, n_batches)
             dev = args.device if args.device == "cuda" else None
             loader = RingLoader(
-                ds, sampler, num_workers=args.workers, device=dev, nice=args.worker_nice
+                ds,
+                sampler,
+                num_workers=args.workers,
+                device=dev,
+                nice=args.worker_nice,
+                copy_chunk=(args.copy_chunk_mib << 20) or None,
             )
             aug = dataclasses.replace(recipe(method), size=args.px)
             # as pretrain: bf16 views on CUDA unless the loss reads pixels (MAE)
@@ -803,6 +815,7 @@ def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
             )
             if "alloc_retries" in c1:
                 r["alloc_retries"] = c1["alloc_retries"] - c0["alloc_retries"]
+                r["device_allocs"] = c1["device_allocs"] - c0["device_allocs"]
             r["samples_per_s"] = round(batch * steps / elapsed, 2)
             after = _rate(case, lambda v=syn_views: v, steps, first, batch, clock)
             r["synthetic_same_step_before_after"] = [before, after]
@@ -856,8 +869,41 @@ def _diagnose(
 
     clock = Clock(args.device)
     first = 10_000
+    # the ring's copy without its workers: each step copies a batch's bytes from page-locked
+    # memory on a side stream, which the next step waits for
+    nbytes = args.e2e_batch * (2 if method == "moco" else 1) * BANDS * args.px**2 * 2
+    host = torch.ones(nbytes, dtype=torch.uint8).pin_memory()
+    dev_buf = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+    side = torch.cuda.Stream()
+    last: list[Any] = []
+
+    def transformed_with_copy(piece: int) -> list[Tensor]:
+        consumer = torch.cuda.current_stream()
+        if last:
+            consumer.wait_event(last.pop())
+        side.wait_stream(consumer)
+        with torch.cuda.stream(side):
+            for a in range(0, nbytes, piece):
+                dev_buf[a : a + piece].copy_(host[a : a + piece], non_blocking=True)
+            ev = torch.cuda.Event()
+            ev.record(side)
+        last.append(ev)
+        return transformed()
+
+    out: dict[str, Any] = {"copy_bytes_per_step": nbytes, "transforms_fed_with_copy": {}}
+    for mib in (0, 256, 64, 16):  # 0: one copy
+        out["transforms_fed_with_copy"][f"{mib or 'one'}_mib_pieces_samples_per_s"] = _rate(
+            case,
+            lambda p=(mib << 20) or nbytes: transformed_with_copy(p),
+            args.e2e_steps,
+            first,
+            args.e2e_batch,
+            clock,
+        )
+        torch.cuda.synchronize()
+        last.clear()
     feeds = {"store": from_store, "transforms": transformed}
-    out: dict[str, Any] = {"sync_points": {}, "profile": {}}
+    out.update({"sync_points": {}, "profile": {}})
     for name, feed in feeds.items():
         out["sync_points"][name] = _sync_points(lambda f=feed: case.step(f(), first, None, clock))
     trace_dir = Path(args.trace_dir) if args.trace_dir else None
@@ -920,6 +966,12 @@ def main() -> None:
     ap.add_argument("--e2e-batch", type=int, default=None)
     ap.add_argument("--e2e-steps", type=int, default=None, help="timed steps (default 4x --steps)")
     ap.add_argument("--workers", type=int, default=min(12, os.cpu_count() or 1))
+    ap.add_argument(
+        "--copy-chunk-mib",
+        type=int,
+        default=COPY_CHUNK >> 20,
+        help="end to end: MiB per host-to-device copy of the loader (0: one per field)",
+    )
     ap.add_argument("--worker-nice", type=int, default=0, help="end to end: loader workers' nice")
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip cases after this long")
     ap.add_argument("--out", default=str(ROOT / "results" / "train_throughput.json"))

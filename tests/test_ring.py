@@ -238,15 +238,30 @@ def test_device_path_reuses_a_slot_only_after_its_copy(store, monkeypatch, slots
         assert fake.log.count("synchronize") >= n - 1
 
 
+@pytest.mark.parametrize("copy_chunk", [None, 1, 3 * 2 * 202 * 16 * 16 * 2])
+def test_device_copies_in_pieces_give_the_same_batches(store, monkeypatch, copy_chunk):
+    """One copy per field, one per row, or three rows at a time: the same batches."""
+    ds = TemporalPair(store, seed=2)
+    want = list(DataLoader(ds, batch_sampler=epoch_batches(ds)))
+    FakeCuda(0).install(monkeypatch)
+    loader = RingLoader(ds, epoch_batches(ds), num_workers=1, copy_chunk=copy_chunk)
+    loader.device = torch.device("cpu")  # stands in for the GPU
+    assert_same_batches(want, list(loader))
+    assert loader.settings()["copy_chunk"] == copy_chunk
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_batches_are_the_dataloaders_on_the_device(tmp_path):
+@pytest.mark.parametrize("copy_chunk", [None, 1])
+def test_cuda_batches_are_the_dataloaders_on_the_device(tmp_path, copy_chunk):
     from spectralearth_build.synthstore import write_synthetic_store  # no GDAL on GPU nodes
 
     store = tmp_path / "store"
     write_synthetic_store(store, 20, max_views=3, patch_px=16, seed=1)
     ds = TemporalPair(store, seed=2)
     want = list(DataLoader(ds, batch_sampler=epoch_batches(ds), num_workers=2))
-    loader = RingLoader(ds, epoch_batches(ds), num_workers=2, device="cuda", slots=2)
+    loader = RingLoader(
+        ds, epoch_batches(ds), num_workers=2, device="cuda", slots=2, copy_chunk=copy_chunk
+    )
     got = list(loader)
     assert all(v.is_cuda for b in got for v in b.values())
     assert_same_batches(want, [{k: v.cpu() for k, v in b.items()} for b in got])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -182,8 +184,10 @@ def test_cuda_augmentation_and_step_draws_never_make_the_host_wait():
     want = tr.pair(x)
     tr.set_epoch(0)
     torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
     try:
+        with warnings.catch_warnings():  # "a prototype feature"
+            warnings.simplefilter("ignore", UserWarning)
+            torch.cuda.set_sync_debug_mode("error")
         with pytest.raises(RuntimeError, match="synchroniz"):  # the mode does catch a sync
             torch.ones(3).to("cuda")
         got = tr.pair(x)

@@ -69,6 +69,8 @@ WORKER_POLL_S = 1.0
 """How often an idle worker checks that the main process lives (s)."""
 JOIN_S = 5.0
 """Grace time for workers to stop before they are terminated (s)."""
+COPY_CHUNK = 64 << 20
+"""Default bytes per host-to-device copy (see ``RingLoader(copy_chunk=)``)."""
 
 
 def ring_available() -> bool:
@@ -211,6 +213,10 @@ class RingLoader:
         batch_size: rows per slot (default: the size of the sampler's first batch); a later,
             larger batch is an error, a smaller one (a last partial batch) fits.
         pin: page-lock the ring when ``device`` is CUDA.
+        copy_chunk: bytes per host-to-device copy (None: one copy per field).  Copies from
+            every stream share the GPU's copy engine in order, so a step's own small uploads
+            (augmentation draws, masks) queued behind one 3 GB batch copy wait for all of it
+            and stall the step; in pieces of 64 MiB (about 1 ms each) they wait for one.
         nice: added to the workers' scheduling niceness (0: as the caller), so that the
             process feeding the GPU runs first when the cores are all busy.
 
@@ -231,6 +237,7 @@ class RingLoader:
         chunk: int | None = None,
         batch_size: int | None = None,
         pin: bool = True,
+        copy_chunk: int | None = COPY_CHUNK,
         nice: int = 0,
     ):
         if not (hasattr(dataset, "fields") and hasattr(dataset, "sample_into")):
@@ -249,7 +256,7 @@ class RingLoader:
         ):  # fmt: skip
             if not isinstance(value, int) or value < low:
                 raise InputError(f"RingLoader {name} must be an integer >= {low}, got {value!r}")
-        for name, opt in (("chunk", chunk), ("batch_size", batch_size)):
+        for name, opt in (("chunk", chunk), ("batch_size", batch_size), ("copy_chunk", copy_chunk)):
             if opt is not None and (not isinstance(opt, int) or opt < 1):
                 raise InputError(f"RingLoader {name} must be an integer >= 1, got {opt!r}")
         if num_workers > 0 and not ring_available():
@@ -269,6 +276,7 @@ class RingLoader:
         self.batch_size = batch_size
         self.pin = pin
         self.nice = nice
+        self.copy_chunk = copy_chunk
         self.fields: dict[str, tuple[tuple[int, ...], np.dtype]] = dict(dataset.fields())
         self.stats: dict[str, float] = {
             "batches": 0, "samples": 0, "wait_s": 0.0, "copy_s": 0.0, "copy_bytes": 0
@@ -309,6 +317,7 @@ class RingLoader:
             "ring_bytes": self._ring.nbytes if self._ring is not None else None,
             "device": str(self.device) if self.device is not None else "cpu",
             "pinned": self.pinned,
+            "copy_chunk": self.copy_chunk,
             "nice": self.nice,
         }
 
@@ -496,7 +505,10 @@ class RingLoader:
         with torch.cuda.stream(self._stream):
             start.record(self._stream)
             for k, v in views.items():
-                out[k].copy_(v, non_blocking=True)
+                row = max(v[0].numel() * v.element_size(), 1)
+                step = len(v) if self.copy_chunk is None else max(1, self.copy_chunk // row)
+                for r in range(0, len(v), step):
+                    out[k][r : r + step].copy_(v[r : r + step], non_blocking=True)
             done.record(self._stream)
         nbytes = sum(v.numel() * v.element_size() for v in views.values())
         self._copies.append((slot, start, done, nbytes))  # the slot is free once ``done`` is
