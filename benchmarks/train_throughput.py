@@ -48,7 +48,6 @@ from torch import Tensor, nn
 from spectralearth_build.train.hostcopy import to_device
 from spectralearth_build.train.models import SpectralAdapter, build_backbone, compile_trunks
 from spectralearth_build.train.models.adapter import triton_available
-from spectralearth_build.train.ring import COPY_CHUNK
 
 ROOT = Path(__file__).resolve().parent
 #: our step: eager, and with the trunks compiled (``--compile``)
@@ -763,7 +762,6 @@ def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
                 num_workers=args.workers,
                 device=dev,
                 nice=args.worker_nice,
-                copy_chunk=(args.copy_chunk_mib << 20) or None,
             )
             aug = dataclasses.replace(recipe(method), size=args.px)
             # as pretrain: bf16 views on CUDA unless the loss reads pixels (MAE)
@@ -877,11 +875,12 @@ def _diagnose(
     side = torch.cuda.Stream()
     last: list[Any] = []
 
-    def transformed_with_copy(piece: int) -> list[Tensor]:
+    def transformed_with_copy(piece: int, after_queued: bool) -> list[Tensor]:
         consumer = torch.cuda.current_stream()
         if last:
             consumer.wait_event(last.pop())
-        side.wait_stream(consumer)
+        if after_queued:
+            side.wait_stream(consumer)
         with torch.cuda.stream(side):
             for a in range(0, nbytes, piece):
                 dev_buf[a : a + piece].copy_(host[a : a + piece], non_blocking=True)
@@ -891,10 +890,15 @@ def _diagnose(
         return transformed()
 
     out: dict[str, Any] = {"copy_bytes_per_step": nbytes, "transforms_fed_with_copy": {}}
-    for mib in (0, 256, 64, 16):  # 0: one copy
-        out["transforms_fed_with_copy"][f"{mib or 'one'}_mib_pieces_samples_per_s"] = _rate(
+    variants = {  # name: (bytes per piece, the copy waits for the work queued before it)
+        "after_queued_work_one_piece": (nbytes, True),
+        "after_queued_work_64_mib_pieces": (64 << 20, True),
+        "at_once_one_piece": (nbytes, False),  # as the ring loader copies
+    }
+    for name, (piece, after) in variants.items():
+        out["transforms_fed_with_copy"][f"{name}_samples_per_s"] = _rate(
             case,
-            lambda p=(mib << 20) or nbytes: transformed_with_copy(p),
+            lambda p=piece, w=after: transformed_with_copy(p, w),
             args.e2e_steps,
             first,
             args.e2e_batch,
@@ -966,12 +970,6 @@ def main() -> None:
     ap.add_argument("--e2e-batch", type=int, default=None)
     ap.add_argument("--e2e-steps", type=int, default=None, help="timed steps (default 4x --steps)")
     ap.add_argument("--workers", type=int, default=min(12, os.cpu_count() or 1))
-    ap.add_argument(
-        "--copy-chunk-mib",
-        type=int,
-        default=COPY_CHUNK >> 20,
-        help="end to end: MiB per host-to-device copy of the loader (0: one per field)",
-    )
     ap.add_argument("--worker-nice", type=int, default=0, help="end to end: loader workers' nice")
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip cases after this long")
     ap.add_argument("--out", default=str(ROOT / "results" / "train_throughput.json"))

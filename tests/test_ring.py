@@ -16,6 +16,7 @@ from torch.utils.data import BatchSampler, DataLoader
 from trainkit import labelled_store
 
 from spectralearth_build.errors import InputError
+from spectralearth_build.train import ring
 from spectralearth_build.train.data import (
     AllViews,
     EpochSampler,
@@ -210,6 +211,7 @@ class FakeCuda:
         monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
         monkeypatch.setattr(torch.cuda, "current_stream", lambda d=None: self.Stream())
         monkeypatch.setattr(torch.cuda, "cudart", Cudart)
+        monkeypatch.setattr(ring, "_record_stream", lambda t, s: fake.log.append("record_stream"))
 
 
 @pytest.mark.parametrize(("slots", "code"), [(1, 0), (2, 0), (3, 2)])
@@ -226,7 +228,8 @@ def test_device_path_reuses_a_slot_only_after_its_copy(store, monkeypatch, slots
         got = list(loader)
     assert_same_batches(want, got)
     n = len(want)
-    assert fake.log.count("wait") == fake.log.count("wait_stream") == n
+    assert fake.log.count("wait") == n and "wait_stream" not in fake.log  # copies wait for none
+    assert fake.log.count("record_stream") == sum(len(b) for b in want)  # the caller owns them
     assert fake.log.count("record") == 2 * n  # the copy's start and end
     assert loader.stats["copy_s"] == pytest.approx(n * 1e-3)  # every copy retired once
     nbytes = sum(v.numel() * v.element_size() for b in want for v in b.values())
@@ -238,30 +241,15 @@ def test_device_path_reuses_a_slot_only_after_its_copy(store, monkeypatch, slots
         assert fake.log.count("synchronize") >= n - 1
 
 
-@pytest.mark.parametrize("copy_chunk", [None, 1, 3 * 2 * 202 * 16 * 16 * 2])
-def test_device_copies_in_pieces_give_the_same_batches(store, monkeypatch, copy_chunk):
-    """One copy per field, one per row, or three rows at a time: the same batches."""
-    ds = TemporalPair(store, seed=2)
-    want = list(DataLoader(ds, batch_sampler=epoch_batches(ds)))
-    FakeCuda(0).install(monkeypatch)
-    loader = RingLoader(ds, epoch_batches(ds), num_workers=1, copy_chunk=copy_chunk)
-    loader.device = torch.device("cpu")  # stands in for the GPU
-    assert_same_batches(want, list(loader))
-    assert loader.settings()["copy_chunk"] == copy_chunk
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("copy_chunk", [None, 1])
-def test_cuda_batches_are_the_dataloaders_on_the_device(tmp_path, copy_chunk):
+def test_cuda_batches_are_the_dataloaders_on_the_device(tmp_path):
     from spectralearth_build.synthstore import write_synthetic_store  # no GDAL on GPU nodes
 
     store = tmp_path / "store"
     write_synthetic_store(store, 20, max_views=3, patch_px=16, seed=1)
     ds = TemporalPair(store, seed=2)
     want = list(DataLoader(ds, batch_sampler=epoch_batches(ds), num_workers=2))
-    loader = RingLoader(
-        ds, epoch_batches(ds), num_workers=2, device="cuda", slots=2, copy_chunk=copy_chunk
-    )
+    loader = RingLoader(ds, epoch_batches(ds), num_workers=2, device="cuda", slots=2)
     got = list(loader)
     assert all(v.is_cuda for b in got for v in b.values())
     assert_same_batches(want, [{k: v.cpu() for k, v in b.items()} for b in got])
