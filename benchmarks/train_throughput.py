@@ -620,6 +620,16 @@ def _gpu_counters(device: str) -> dict[str, float]:
     return out
 
 
+def _workers(spec: str, method: str) -> int:
+    """Loader workers for ``method`` from ``--workers``: ``N`` or ``moco=N,mae=M``."""
+    if "=" not in spec:
+        return int(spec)
+    table = dict(part.split("=", 1) for part in spec.split(","))
+    if method not in table:
+        raise ValueError(f"--workers {spec!r} names no count for {method}")
+    return int(table[method])
+
+
 def _sync_points(step: Callable[[], Any]) -> dict[str, int]:
     """Where one call of ``step`` makes the host wait for the device: ``file:line`` of the
     innermost project frame of each synchronising call (CUDA sync debug mode), with counts."""
@@ -759,7 +769,7 @@ def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
             loader = RingLoader(
                 ds,
                 sampler,
-                num_workers=args.workers,
+                num_workers=_workers(args.workers, method),
                 device=dev,
                 nice=args.worker_nice,
             )
@@ -918,7 +928,8 @@ def _diagnose(
         )
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
-    procs = [ctx.Process(target=_burn, args=(stop, 256 << 20)) for _ in range(args.workers)]
+    n_burn = _workers(args.workers, method)
+    procs = [ctx.Process(target=_burn, args=(stop, 256 << 20)) for _ in range(n_burn)]
     for p in procs:
         p.start()
     time.sleep(3)
@@ -930,7 +941,7 @@ def _diagnose(
         stop.set()
         for p in procs:
             p.join()
-    out["cpu_load"] = f"{args.workers} processes streaming 256 MiB buffers"
+    out["cpu_load"] = f"{n_burn} processes streaming 256 MiB buffers"
     return out
 
 
@@ -969,7 +980,11 @@ def main() -> None:
     ap.add_argument("--trace-dir", default=None, help="with --diagnose: keep profiler traces")
     ap.add_argument("--e2e-batch", type=int, default=None)
     ap.add_argument("--e2e-steps", type=int, default=None, help="timed steps (default 4x --steps)")
-    ap.add_argument("--workers", type=int, default=min(12, os.cpu_count() or 1))
+    ap.add_argument(
+        "--workers",
+        default=str(min(12, os.cpu_count() or 1)),
+        help="end to end: loader workers, N or per method (moco=10,mae=14)",
+    )
     ap.add_argument("--worker-nice", type=int, default=0, help="end to end: loader workers' nice")
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip cases after this long")
     ap.add_argument("--out", default=str(ROOT / "results" / "train_throughput.json"))
