@@ -620,6 +620,25 @@ def _gpu_counters(device: str) -> dict[str, float]:
     return out
 
 
+def _cpu() -> dict[str, Any]:
+    """The host CPU's model and hardware threads per core (Linux; empty elsewhere)."""
+    out: dict[str, Any] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                out["model"] = line.split(":", 1)[1].strip()
+                break
+        siblings = Path("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list").read_text()
+        out["threads_per_core"] = sum(
+            int(b) - int(a) + 1 if "-" in part else 1
+            for part in siblings.strip().split(",")
+            for a, _, b in [part.partition("-")]
+        )
+    except (OSError, ValueError):
+        pass
+    return out
+
+
 def _workers(spec: str, method: str) -> int:
     """Loader workers for ``method`` from ``--workers``: ``N`` or ``moco=N,mae=M``."""
     if "=" not in spec:
@@ -1015,6 +1034,7 @@ def main() -> None:
         "device_name": dev_name or platform.machine(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "cpu": _cpu(),
         "torch": torch.__version__,
         "timm": timm.__version__,
         "tiny": tiny,
