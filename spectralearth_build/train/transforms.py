@@ -131,7 +131,11 @@ class AugmentParams:
     def to(self, device: Any) -> AugmentParams:
         """The draws on ``device`` (CPU to CUDA: one copy that does not wait for the device)."""
         dev = torch.device(device)
-        if self.boxes.device == dev or dev.type == "cpu" or self.boxes.device.type != "cpu":
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        if self.boxes.device == dev:
+            return self
+        if dev.type == "cpu" or self.boxes.device.type != "cpu":
             return AugmentParams(*(t.to(dev) for t in self._parts()))
         flags = torch.stack([self.hflip, self.vflip], 1).to(torch.float64)
         packed = to_device(torch.cat([self.boxes, flags, self.sigma[:, None]], 1), dev)
@@ -191,10 +195,11 @@ def _axis_coords(
 ) -> tuple[Tensor, Tensor]:
     """Input row and column coordinate of each output sample: float64 ``(B, size)`` each.
 
+    ``params`` are on ``device`` (``AugmentParams.to``).
+
     Output sample ``i`` reads ``start + (stop - start) * i / (size - 1)`` between the box's
     ends (``align_corners=True``, as kornia's ``crop_and_resize``); a flip swaps the ends.
     """
-    params = params.to(device)
     y0, x0, h, w = params.boxes.to(torch.float64).unbind(1)
     y1, x1 = y0 + h - 1, x0 + w - 1
     vflip, hflip = params.vflip, params.hflip
@@ -249,14 +254,15 @@ def axis_operators(
     """The augmentation as two per-sample linear maps, rows ``(B, S, H)`` and columns ``(B, S, W)``.
 
     Crop, resize, flip and blur are each linear and act on rows and columns separately, so
-    ``out[b, c] = rows[b] @ x[b, c] @ cols[b].T`` (float64, on ``device``).
+    ``out[b, c] = rows[b] @ x[b, c] @ cols[b].T`` (float64, on ``device``). A recipe with blur
+    multiplies every sample by its blur matrix, the exact identity where ``sigma`` is 0, so no
+    step depends on the draws' values on the host.
     """
     size = config.size or width
-    blurred = bool((params.sigma > 0).any())  # on the host: the draws are CPU tensors
     params = params.to(device)
     ry, rx = _axis_coords(params, height, width, size, device)
     rows, cols = _resample_matrices(ry, height), _resample_matrices(rx, width)
-    if blurred:
+    if config.blur > 0:
         blur = _blur_matrices(params.sigma.to(torch.float64), size, config.kernel_for(size))
         rows, cols = torch.bmm(blur, rows), torch.bmm(blur, cols)
     return rows, cols
@@ -303,6 +309,7 @@ def apply_params(
     given) or None.
     """
     b, c, h, w = x.shape
+    params = params.to(x.device)  # once for the image and the mask
     rows, cols = axis_operators(params, config, h, w, x.device)
     s = rows.shape[1]
     with _tf32_matmul(x.is_cuda):
