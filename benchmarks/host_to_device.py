@@ -21,6 +21,7 @@ Writes ``benchmarks/results/host_to_device.json`` (``--out``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import mmap
 import multiprocessing as mp
@@ -28,7 +29,9 @@ import platform
 import statistics
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,11 +86,29 @@ def _copy_gbps(src: torch.Tensor, dst: torch.Tensor, stream: torch.cuda.Stream, 
     return round(statistics.median(rates), 2)
 
 
-def _writer(stop, nbytes: int) -> None:  # noqa: ANN001
+def _stream(stop: Any, nbytes: int) -> None:
     a = np.ones(nbytes, dtype=np.uint8)
     b = np.empty_like(a)
     while not stop.is_set():
         np.copyto(b, a)
+
+
+@contextlib.contextmanager
+def memory_load(processes: int, nbytes: int = 256 << 20) -> Iterator[None]:
+    """``processes`` spawned processes copying between two ``nbytes`` buffers over and over
+    inside the block (started 3 s before it: a stand-in for decoding workers' memory load)."""
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    procs = [ctx.Process(target=_stream, args=(stop, nbytes)) for _ in range(processes)]
+    for p in procs:
+        p.start()
+    time.sleep(3)
+    try:
+        yield
+    finally:
+        stop.set()
+        for p in procs:
+            p.join()
 
 
 def _matmul_rate(n: int, reps: int, side: tuple | None = None) -> tuple[float, float | None]:
@@ -168,19 +189,11 @@ def main() -> None:
     out["matmul_tflops_alone"], _ = _matmul_rate(n, reps)
     tf, gbps = _matmul_rate(n, reps, (src, dst, stream))
     out["matmul_tflops_with_copy"], out["copy_gbps_with_matmul"] = tf, gbps
-    ctx = mp.get_context("spawn")
-    stop = ctx.Event()
-    procs = [ctx.Process(target=_writer, args=(stop, 256 << 20)) for _ in range(args.writers)]
-    for p in procs:
-        p.start()
-    time.sleep(3)
     out["writers"] = args.writers
-    out["copy_gbps_with_writers"] = _copy_gbps(src, dst, stream, args.reps)
-    tf, gbps = _matmul_rate(n, reps, (src, dst, stream))
+    with memory_load(args.writers):
+        out["copy_gbps_with_writers"] = _copy_gbps(src, dst, stream, args.reps)
+        tf, gbps = _matmul_rate(n, reps, (src, dst, stream))
     out["matmul_tflops_with_copy_and_writers"], out["copy_gbps_with_matmul_and_writers"] = tf, gbps
-    stop.set()
-    for p in procs:
-        p.join()
     for _, _, t in kept:
         cudart.cudaHostUnregister(t.data_ptr())
     print(json.dumps(out, indent=1))

@@ -723,16 +723,6 @@ def _gpu_busy_share(
     }
 
 
-def _burn(stop: Any, nbytes: int) -> None:
-    """Stream memory until ``stop`` (a stand-in for the decoding workers' load)."""
-    import numpy as np
-
-    a = np.ones(nbytes, dtype=np.uint8)
-    b = np.empty_like(a)
-    while not stop.is_set():
-        np.copyto(b, a)
-
-
 def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
     """Steps fed from a store through the ring loader and device transforms, vs synthetic batches.
 
@@ -892,7 +882,7 @@ def _diagnose(
 ) -> dict[str, Any]:
     """Why store-fed steps are slower than transform-fed ones: host syncs per step, the GPU's
     busy share under the profiler, and the transform-fed rate beside CPU load like the loader's."""
-    import multiprocessing as mp
+    from host_to_device import memory_load  # a sibling script, as plan_full_scale's imports
 
     clock = Clock(args.device)
     first = 10_000
@@ -945,21 +935,11 @@ def _diagnose(
         out["profile"][name] = _gpu_busy_share(
             lambda f=feed: case.step(f(), first, None, clock), 3, trace
         )
-    ctx = mp.get_context("spawn")
-    stop = ctx.Event()
     n_burn = _workers(args.workers, method)
-    procs = [ctx.Process(target=_burn, args=(stop, 256 << 20)) for _ in range(n_burn)]
-    for p in procs:
-        p.start()
-    time.sleep(3)
-    try:
+    with memory_load(n_burn):
         out["transforms_fed_with_cpu_load_samples_per_s"] = _rate(
             case, transformed, args.e2e_steps, first, args.e2e_batch, clock
         )
-    finally:
-        stop.set()
-        for p in procs:
-            p.join()
     out["cpu_load"] = f"{n_burn} processes streaming 256 MiB buffers"
     return out
 
