@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import multiprocessing as mp
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -155,6 +156,30 @@ def test_refuses_what_does_not_fit_fixed_buffers(store):
         list(RingLoader(SingleView(store), [[0, 1], [2, 3, 4]]))
     with pytest.raises(InputError, match="BatchSampler"):  # a sampler of keys, not of batches
         list(RingLoader(SingleView(store), EpochSampler(8)))
+
+
+class WhereDecoded:
+    """Samples that record the niceness of the process that wrote them."""
+
+    def __len__(self) -> int:
+        return 8
+
+    def fields(self) -> dict:
+        return {"nice": ((), np.dtype(np.int64))}
+
+    def sample_into(self, key: int, out: dict) -> None:
+        out["nice"][...] = os.nice(0)
+
+
+def test_workers_run_with_the_niceness_asked_for():
+    batches = [[0, 1, 2, 3], [4, 5, 6, 7]]
+    default = list(RingLoader(WhereDecoded(), batches, num_workers=2))
+    assert all(int(b["nice"].unique()) == os.nice(0) for b in default)
+    got = list(RingLoader(WhereDecoded(), batches, num_workers=2, nice=3))
+    assert all(int(b["nice"].unique()) == min(os.nice(0) + 3, 19) for b in got)
+    assert os.nice(0) == int(default[0]["nice"][0])  # the caller's own niceness is untouched
+    with pytest.raises(InputError, match="nice"):
+        RingLoader(WhereDecoded(), batches, nice=-1)
 
 
 class FakeCuda:
