@@ -17,7 +17,10 @@ views, the backward split is approximate), MFU from the FLOPs of the *reference*
 with ``torch.utils.flop_counter`` (so both impls are charged the same work), and peak memory.
 The adapter alone (forward + backward, train mode) is timed for every implementation, and with
 ``--data STORE`` the end-to-end rate from the store through the loader and device transforms is
-compared with the synthetic on-device batches.
+compared with the synthetic on-device batches (``--methods`` picks MoCo, MAE or both;
+``--loader-workers 6,10,14`` also times the ring loader alone per worker count; ``--diagnose``
+adds host syncs per step, the GPU's busy share, host time per step phase, and the transform-fed
+step beside copies and CPU load).
 
     python benchmarks/train_throughput.py --device cuda            # one H200, ~3-4 min
     python benchmarks/train_throughput.py --device cpu --tiny      # smoke run (a test does it)
@@ -362,20 +365,61 @@ class Case:
             return _Rand(step, batch, self.device)
         return self.rand_cls(0, step, batch, 0, batch, self.device)
 
-    def step(self, views: list[Tensor], step: int, phases: Phases | None, clock: Clock) -> dict:
+    def step(
+        self,
+        views: list[Tensor],
+        step: int,
+        phases: Phases | None,
+        clock: Clock,
+        lap: Callable[[str], None] | None = None,
+    ) -> dict:
+        """One training step; ``lap(phase)`` (if given) is called as each phase is queued."""
+        lap = lap or (lambda phase: None)
         marks: dict[str, Any] = {"start": clock.mark()}
         with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.autocast):
             loss, pending = self.forward(
                 views[: self.method.n_views], self.rand(step, len(views[0])), step
             )
         marks["fwd"] = clock.mark()
+        lap("forward")
         loss.backward()
         marks["bwd"] = clock.mark()
+        lap("backward")
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self.method.after_step([pending], step)
         marks["end"] = clock.mark()
+        lap("optimiser")
         return marks
+
+
+class Laps:
+    """Host wall and main-thread CPU ms per step phase, over the steps timed with it."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self.steps = 0
+        self.start()
+
+    def start(self) -> None:
+        self._t, self._c = time.perf_counter(), time.thread_time()
+
+    def __call__(self, phase: str) -> None:
+        t, c = time.perf_counter(), time.thread_time()
+        self.wall[phase] = self.wall.get(phase, 0.0) + t - self._t
+        self.cpu[phase] = self.cpu.get(phase, 0.0) + c - self._c
+        self._t, self._c = t, c
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        n = max(self.steps, 1)
+        return {
+            phase: {
+                "wall": round(self.wall[phase] * 1e3 / n, 2),
+                "cpu": round(self.cpu[phase] * 1e3 / n, 2),
+            }
+            for phase in self.wall
+        }
 
 
 def split(marks: dict, phases: Phases, clock: Clock) -> dict[str, float]:
@@ -656,6 +700,8 @@ def _sync_points(step: Callable[[], Any]) -> dict[str, int]:
     here = str(Path(__file__).resolve().parents[1])
 
     def record(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        if "called a synchronizing" not in str(message):  # e.g. the mode's "prototype" notice
+            return
         frames = [f for f in traceback.extract_stack()[:-1] if f.filename.startswith(here)]
         where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else filename
         key = f"{where} ({str(message).split(',')[0][:60]})"
@@ -671,10 +717,10 @@ def _sync_points(step: Callable[[], Any]) -> dict[str, int]:
             warnings.simplefilter("always")
             warnings.showwarning = record
             step()
-            torch.cuda.current_stream().synchronize()  # not flagged: a stream, not the device
     finally:
         torch.cuda.set_sync_debug_mode("default")
         warnings.showwarning = old
+    torch.cuda.current_stream().synchronize()  # the measurement's own wait, not counted
     return found
 
 
@@ -760,7 +806,8 @@ def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
         "sampler": "StepSampler",
         "cases": [],
     }
-    for method in ("moco", "mae"):
+    wanted = args.methods.split(",")
+    for method in [m for m in ("moco", "mae") if m in wanted]:
         batch = args.e2e_batch
         r: dict[str, Any] = {
             "model": "spec_vit_small" if not args.tiny else "tiny",
@@ -781,6 +828,7 @@ def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
                 num_workers=_workers(args.workers, method),
                 device=dev,
                 nice=args.worker_nice,
+                slots=args.slots,
             )
             aug = dataclasses.replace(recipe(method), size=args.px)
             # as pretrain: bf16 views on CUDA unless the loss reads pixels (MAE)
@@ -873,6 +921,52 @@ def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
     return out
 
 
+def loader_alone(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Views/s of the ring loader alone (no training step) from ``--data`` to the device, per
+    number of workers in ``--loader-workers``, and one view's decode time in this process."""
+    from spectralearth_build.train.data import SingleView
+    from spectralearth_build.train.pretrain import StepSampler
+    from spectralearth_build.train.ring import RingLoader
+
+    ds = SingleView(args.data)
+    batch, n, warm = args.e2e_batch, args.e2e_steps, 2
+    rows: list[dict[str, Any]] = []
+    sample = ds.empty_sample()
+    n_keys = min(len(ds), 64)
+    t, c = time.perf_counter(), time.thread_time()
+    for k in range(n_keys):
+        ds.sample_into(k, sample)
+    rows.append(
+        {
+            "workers": "in process",
+            "ms_per_view_wall": round((time.perf_counter() - t) * 1e3 / n_keys, 3),
+            "ms_per_view_cpu": round((time.thread_time() - c) * 1e3 / n_keys, 3),
+        }
+    )
+    dev = args.device if args.device == "cuda" else None
+    for workers in args.loader_workers:
+        sampler = StepSampler(len(ds), batch, 1, 1, 0, 0, 0, warm + n)
+        with RingLoader(ds, sampler, num_workers=workers, device=dev) as loader:
+            it = iter(loader)
+            for _ in range(warm):
+                next(it)
+            t = time.perf_counter()
+            for _ in range(n):
+                next(it)
+            if dev:
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - t
+            rows.append(
+                {
+                    "workers": workers,
+                    "views_per_s": round(batch * n / elapsed, 1),
+                    "views_per_s_per_worker": round(batch * n / elapsed / workers, 1),
+                }
+            )
+        print(json.dumps({"loader_alone": rows[-1]}), flush=True)
+    return rows
+
+
 def _diagnose(
     args: argparse.Namespace,
     case: Case,
@@ -926,6 +1020,17 @@ def _diagnose(
         torch.cuda.synchronize()
         last.clear()
     feeds = {"store": from_store, "transforms": transformed}
+    # where the host spends a transform-fed step (no host sync inside: the host runs ahead, so
+    # wall time is queueing work, or waiting for room in the launch queue)
+    laps = Laps()
+    for k in range(args.e2e_steps):
+        laps.start()
+        views = transformed()
+        laps("transforms")
+        case.step(views, first + k, None, clock, lap=laps)
+        laps.steps += 1
+    clock.sync()
+    out["host_ms_per_step_by_phase"] = laps.summary()
     out.update({"sync_points": {}, "profile": {}})
     for name, feed in feeds.items():
         out["sync_points"][name] = _sync_points(lambda f=feed: case.step(f(), first, None, clock))
@@ -985,6 +1090,12 @@ def main() -> None:
         help="end to end: loader workers, N or per method (moco=10,mae=14)",
     )
     ap.add_argument("--worker-nice", type=int, default=0, help="end to end: loader workers' nice")
+    ap.add_argument("--slots", type=int, default=3, help="end to end: the ring loader's slots")
+    ap.add_argument(
+        "--loader-workers",
+        default=None,
+        help="end to end: also time the ring loader alone with these worker counts (4,8,14)",
+    )
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip cases after this long")
     ap.add_argument("--out", default=str(ROOT / "results" / "train_throughput.json"))
     args = ap.parse_args()
@@ -998,6 +1109,9 @@ def main() -> None:
     args.warmup = args.warmup if args.warmup is not None else (1 if tiny else 2)
     args.e2e_batch = args.e2e_batch or batches[-1]
     args.e2e_steps = args.e2e_steps or 4 * args.steps
+    args.loader_workers = (
+        [int(w) for w in args.loader_workers.split(",")] if args.loader_workers else []
+    )
     if args.adapter == "auto":
         args.adapter = "triton" if args.device == "cuda" and triton_available() else "fast"
     if args.device == "cuda":
@@ -1107,6 +1221,8 @@ def main() -> None:
     }
     args.e2e_impl = impls[-1]
     result["end_to_end"] = end_to_end(args, methods, synthetic)
+    if args.loader_workers and args.data:
+        result["loader_alone"] = loader_alone(args)  # the store is in the page cache now
     save()
     print(json.dumps({"speedup": speed, "targets": result["targets"]}, indent=1))
     print(f"wrote {out_path} in {result['elapsed_s']} s")
