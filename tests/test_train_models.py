@@ -250,6 +250,35 @@ def test_throughput_benchmark_runs_tiny_on_cpu(tmp_path, methods):
     assert res["end_to_end"]["status"] == "skipped"
 
 
+def test_throughput_benchmark_end_to_end_runs_tiny_on_cpu(tmp_path):
+    """The end-to-end mode on a 16 px store: the store-fed step, both synthetic baselines, the
+    loader alone per worker count, and only the methods asked for."""
+    from spectralearth_build.synthstore import write_synthetic_store
+
+    store = tmp_path / "store"
+    write_synthetic_store(store, n_locations=6, max_views=2, patch_px=16, seed=1)
+    out = tmp_path / "e2e.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--device", "cpu",
+           "--tiny", "--e2e-only", "--methods", "mae", "--data", str(store), "--workers", "1",
+           "--loader-workers", "1,2", "--out", str(out)]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+    e2e = json.loads(out.read_text())["end_to_end"]
+    assert e2e["status"] == "ok"
+    (case,) = e2e["cases"]
+    assert case["method"] == "mae" and "error" not in case, case
+    for key in ("samples_per_s", "synthetic_same_step_samples_per_s",
+                "synthetic_with_transforms_samples_per_s"):  # fmt: skip
+        assert case[key] > 0
+    assert case["ratio_to_synthetic_with_transforms"] == pytest.approx(
+        case["samples_per_s"] / case["synthetic_with_transforms_samples_per_s"], abs=1e-3
+    )
+    assert case["loader_settings"]["num_workers"] == 1
+    alone = json.loads(out.read_text())["loader_alone"]
+    assert alone[0]["workers"] == "in process" and alone[0]["ms_per_view_cpu"] > 0
+    assert [r["workers"] for r in alone[1:]] == [1, 2]
+    assert all(r["views_per_s"] > 0 for r in alone[1:])
+
+
 @pytest.mark.parametrize("shape", [(7,), (4, 3, 5)])
 def test_fixed_gather_matches_indexing_forward_and_backward(shape):
     """The adapter's gather with its row-sum backward equals autograd's advanced indexing."""
