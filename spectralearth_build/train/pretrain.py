@@ -47,7 +47,7 @@ from .methods import METHODS, Method, build_method
 from .methods.common import StepRandom, _seed_of
 from .models import compile_trunks
 from .ring import RingLoader, ring_available
-from .transforms import AugmentConfig, AugmentParams, DeviceTransform, apply_params, sample_params
+from .transforms import AugmentConfig, AugmentParams, DeviceTransform, sample_params
 
 CHECKPOINT_FORMAT = "spectralearth-train/1"
 LOADERS = ("auto", "ring", "torch")
@@ -349,13 +349,13 @@ def augment(
     Crops, flips and blurs of view ``v`` are drawn for the whole global batch from the step's
     generator ``aug{v}`` and sliced to this process's samples.
     """
-    x = transform.normalize(images)
+    x = images.to(transform.device, non_blocking=True)
     p_h, p_w = x.shape[-2:]
     views = []
     for v in range(x.shape[1]):
         params = sample_params(aug, rand.global_batch, p_h, p_w, rand.generator(f"aug{v}"))
         part = _slice_params(params, rand.start, rand.stop)
-        out, _ = apply_params(x[:, v], part, aug, dtype=transform.dtype)
+        out, _ = transform.augment_with(x[:, v], part, aug)  # normalised and augmented
         views.append(out)
     return views
 

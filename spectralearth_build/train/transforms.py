@@ -16,6 +16,9 @@ and everything else runs there, batched, with a random draw per sample:
    over all bands (TF32 on CUDA), no per-sample kernels. Tests check it against kornia's
    ``crop_and_resize`` + ``gaussian_blur2d`` (1e-6 in float64); on an H200, 256 views of the
    MoCo recipe take 11.2 ms against kornia's 38.8 ms (``benchmarks/device_transforms.py``).
+   On CUDA, where Triton imports and the sides are at most 128 px, :class:`DeviceTransform`
+   runs steps 1 and 2 as one kernel (:mod:`.transforms_triton`: the int16 input read once,
+   the output written once in its final layout and dtype); the same draws, the same operators.
 
 Normalising first is exact: cropping, resizing and blurring take convex combinations of pixels,
 which commute with a per-band affine map.  No colour jitter: it would distort spectra.
@@ -324,6 +327,15 @@ def apply_params(
     return out, out_mask
 
 
+def _fused_kernel() -> Any:
+    """:func:`.transforms_triton.augment_fused` and its size check, or None without Triton."""
+    try:
+        from . import transforms_triton
+    except ImportError:
+        return None
+    return transforms_triton
+
+
 def _nearest(mask: Tensor, params: AugmentParams, config: AugmentConfig) -> Tensor:
     """``mask`` ``(B, H, W)`` cropped, resized and flipped with nearest-neighbour sampling."""
     b, h, w = mask.shape
@@ -399,10 +411,13 @@ class DeviceTransform(nn.Module):
         device: where to run (default: CUDA when available, else CPU).
         dtype: dtype of the views returned (float32; ``torch.bfloat16`` for a model under
             bf16 autocast: the same values it would cast them to, one pass fewer).
+        fused: on CUDA, normalise and augment int16 batches in one Triton kernel where it
+            applies (Triton imports, sides up to 128 px); False: always the two-product path.
     """
 
     mean: Tensor
     inv_std: Tensor
+    shift: Tensor
 
     def __init__(
         self,
@@ -413,6 +428,7 @@ class DeviceTransform(nn.Module):
         seed: int = 0,
         device: str | torch.device | None = None,
         dtype: torch.dtype = torch.float32,
+        fused: bool = True,
     ):
         super().__init__()
         mean_t = torch.as_tensor(np.asarray(mean, dtype=np.float32))
@@ -430,7 +446,9 @@ class DeviceTransform(nn.Module):
         self.register_buffer(
             "inv_std", (1 / std_t)[:, None, None].to(self.device), persistent=False
         )
+        self.register_buffer("shift", -self.mean * self.inv_std, persistent=False)
         self.config = recipe(augment) if isinstance(augment, str) else augment
+        self.fused = bool(fused)
         self.seed = int(seed)
         self.dtype = dtype
         self.generator = torch.Generator()
@@ -455,9 +473,59 @@ class DeviceTransform(nn.Module):
         x = x.to(self.device, non_blocking=True)
         xt = x.transpose(-3, -2)
         out = torch.empty(xt.shape, dtype=torch.float32, device=self.device)
-        shift = (-self.mean * self.inv_std).transpose(-3, -2)
+        shift = self.shift.transpose(-3, -2)
         torch.addcmul(shift, xt, self.inv_std.transpose(-3, -2), out=out)  # x / std - mean / std
         return out.transpose(-3, -2)
+
+    def uses_fused(self, x: Tensor, config: AugmentConfig | None = None) -> bool:
+        """Whether raw ``x`` ``(..., C, H, W)`` takes the fused kernel with ``config``.
+
+        On CUDA, where Triton imports, for sides up to 128 px; ``config`` defaults to the
+        module's.
+        """
+        config = config or self.config
+        if config is None or not self.fused or self.device.type != "cuda":
+            return False
+        kernel = _fused_kernel()
+        h, w = x.shape[-2:]
+        return kernel is not None and bool(kernel.supports(h, w, config.size or w))
+
+    def augment_with(
+        self,
+        x: Tensor,
+        params: AugmentParams,
+        config: AugmentConfig | None = None,
+        mask: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Raw ``x`` ``(B, C, H, W)`` normalised and augmented with drawn ``params``.
+
+        ``x`` is int16 or float, on any device, with any strides; ``config`` defaults to the
+        module's. Returns the views in ``dtype`` on the device and ``mask`` warped alike: one
+        fused kernel where :meth:`uses_fused`, else :meth:`normalize` and :func:`apply_params`.
+        """
+        config = config or self.config
+        if config is None:
+            raise InputError("DeviceTransform.augment_with needs an augmentation config")
+        x = x.to(self.device, non_blocking=True)
+        if mask is not None:
+            mask = mask.to(self.device, non_blocking=True)
+        if not self.uses_fused(x, config):
+            return apply_params(self.normalize(x), params, config, mask, dtype=self.dtype)
+        _, _, h, w = x.shape
+        params = params.to(x.device)
+        rows, cols = axis_operators(params, config, h, w, x.device)
+        out = _fused_kernel().augment_fused(x, self.inv_std, self.shift, rows, cols, self.dtype)
+        return out, None if mask is None else _nearest(mask, params, config)
+
+    def _draw_and_apply(
+        self, x: Tensor, mask: Tensor | None, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Raw ``x`` ``(B, C, H, W)`` with fresh draws (the ones :meth:`augment` makes)."""
+        if self.config is None:
+            return self.augment(self.normalize(x), mask, generator)
+        b, _, h, w = x.shape
+        params = sample_params(self.config, b, h, w, generator or self.generator)
+        return self.augment_with(x, params, self.config, mask)
 
     def augment(
         self, x: Tensor, mask: Tensor | None = None, generator: torch.Generator | None = None
@@ -475,13 +543,13 @@ class DeviceTransform(nn.Module):
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``x`` int16 ``(B, C, H, W)`` -> ``(B, C, S, S)`` in ``dtype`` on the device."""
-        return self.augment(self.normalize(x), generator=generator)[0]
+        return self._draw_and_apply(x, None, generator)[0]
 
     def with_mask(
         self, x: Tensor, mask: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
         """Image and label mask ``(B, H, W)`` augmented with the same crops and flips."""
-        out, m = self.augment(self.normalize(x), mask, generator)
+        out, m = self._draw_and_apply(x, mask, generator)
         assert m is not None
         return out, m
 
@@ -492,13 +560,16 @@ class DeviceTransform(nn.Module):
         or ``(B, C, H, W)`` (one view, augmented twice).  Returns two ``(B, C, S, S)`` in
         ``dtype``.
         """
-        xn = self.normalize(x)
-        if xn.ndim == 5:
-            if xn.shape[1] != 2:
-                raise InputError(f"a pair batch has 2 views on axis 1, got shape {tuple(x.shape)}")
-            a, b = xn[:, 0], xn[:, 1]
-        else:
-            a = b = xn
+        if x.ndim == 5 and x.shape[1] != 2:
+            raise InputError(f"a pair batch has 2 views on axis 1, got shape {tuple(x.shape)}")
+        x = x.to(self.device, non_blocking=True)
+        fused = self.uses_fused(x)
+        xn = x if fused else self.normalize(x)  # fused: each view read in place, strided
+        a, b = (xn[:, 0], xn[:, 1]) if xn.ndim == 5 else (xn, xn)
+        if fused:
+            return self._draw_and_apply(a, None, generator)[0], self._draw_and_apply(
+                b, None, generator
+            )[0]
         return self.augment(a, generator=generator)[0], self.augment(b, generator=generator)[0]
 
     def extra_repr(self) -> str:
