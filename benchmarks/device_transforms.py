@@ -6,6 +6,10 @@ blur as two batched matrix products) and the same augmentation through kornia
 (``transforms.kornia_reference``: ``crop_and_resize`` + ``gaussian_blur2d`` on the blurred
 samples, the former implementation),
 on normalised float32 ``(B, 202, 128, 128)`` batches, same draws, and the largest difference.
+On CUDA it also times the whole ``DeviceTransform`` call on int16 batches as training makes it
+(normalise + augment; float32 views for MAE, bf16 for MoCo) with the fused Triton kernel
+(:mod:`~spectralearth_build.train.transforms_triton`) against the two-product path
+(``fused=False``), same draws.
 
     python benchmarks/device_transforms.py --device cuda   # H200: a few seconds
     python benchmarks/device_transforms.py --device cpu --batch 4 --px 64
@@ -26,6 +30,7 @@ import torch
 
 from spectralearth_build.train.transforms import (
     RECIPES,
+    DeviceTransform,
     apply_params,
     kornia_reference,
     sample_params,
@@ -77,6 +82,30 @@ def main() -> None:
             }
         )
         print(json.dumps(rows[-1]), flush=True)
+    whole = []
+    raw = (x * 500 + 2000).to(torch.int16)
+    mean, std = [2000.0] * args.bands, [500.0] * args.bands
+    for name, dtype in (("moco", torch.bfloat16), ("mae", torch.float32)):
+        fused = DeviceTransform(mean, std, name, seed=1, device=dev, dtype=dtype)
+        plain = DeviceTransform(mean, std, name, seed=1, device=dev, dtype=dtype, fused=False)
+        row: dict = {"recipe": name, "batch": args.batch, "dtype": str(dtype).split(".")[-1]}
+        if not fused.uses_fused(raw):
+            row["fused"] = "not available (needs CUDA and Triton)"
+            whole.append(row)
+            continue
+        t_plain = timed(lambda t=plain: t(raw), dev, args.reps)
+        t_fused = timed(lambda t=fused: t(raw), dev, args.reps)
+        fused.set_epoch(0)
+        plain.set_epoch(0)
+        diff = (fused(raw).float() - plain(raw).float()).abs().max()
+        row.update(
+            two_product_ms=round(t_plain, 3),
+            fused_ms=round(t_fused, 3),
+            speedup=round(t_plain / t_fused, 2),
+            max_abs_diff=float(diff),
+        )
+        whole.append(row)
+        print(json.dumps(row), flush=True)
     result = {
         "benchmark": "device_transforms",
         "device": dev,
@@ -86,6 +115,7 @@ def main() -> None:
         "torch": torch.__version__,
         "shape": [args.batch, args.bands, args.px, args.px],
         "cases": rows,
+        "int16_transform": whole,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -858,6 +858,7 @@ def end_to_end(args: argparse.Namespace, methods: Any, synthetic: dict) -> dict:
             shape = (batch, 2) if method == "moco" else (batch,)
             raw = torch.randn(*shape, BANDS, args.px, args.px, device=args.device) * 500 + 2000
             raw = raw.to(torch.int16)
+            r["transforms"] = "fused kernel" if tf.uses_fused(raw) else "two products"
             pair = method == "moco"
             first = args.warmup + steps
             before = _rate(case, lambda v=syn_views: v, steps, first, batch, clock)
