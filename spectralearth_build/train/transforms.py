@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -328,8 +329,12 @@ def apply_params(
     return out, out_mask
 
 
+@functools.lru_cache(maxsize=1)
 def _fused_kernel() -> Any:
-    """:func:`.transforms_triton.augment_fused` and its size check, or None without Triton."""
+    """The module of :func:`.transforms_triton.augment_fused`, or None without Triton.
+
+    Looked up once: a failed import would otherwise search the path on every batch.
+    """
     try:
         from . import transforms_triton
     except ImportError:
