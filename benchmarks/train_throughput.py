@@ -709,17 +709,14 @@ def _sync_points(step: Callable[[], Any]) -> dict[str, int]:
 
     import warnings
 
-    old = warnings.showwarning
-    warnings.showwarning = record
-    torch.cuda.set_sync_debug_mode("warn")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # restores showwarning on the way out
             warnings.simplefilter("always")
             warnings.showwarning = record
+            torch.cuda.set_sync_debug_mode("warn")
             step()
     finally:
         torch.cuda.set_sync_debug_mode("default")
-        warnings.showwarning = old
     torch.cuda.current_stream().synchronize()  # the measurement's own wait, not counted
     return found
 
