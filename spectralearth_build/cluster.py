@@ -44,6 +44,15 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         Client(cluster, set_as_default=False) as client,
     ):
         yield client
+        # Closing the cluster retires the workers, then stops the scheduler; a worker heartbeat
+        # in flight meanwhile fails and its worker logs a traceback on our stderr, though every
+        # result is in.  Stopping the heartbeats first closes that race.
+        client.run(_stop_heartbeat, on_error="ignore")
+
+
+def _stop_heartbeat(dask_worker: Any) -> None:
+    """Stop a worker's heartbeat to the scheduler (run on each worker before a cluster closes)."""
+    dask_worker.periodic_callbacks["heartbeat"].stop()
 
 
 def client_map(client: Any) -> Callable[..., Iterator[Any]] | None:
