@@ -108,3 +108,18 @@ def test_build_on_an_existing_cluster_equals_the_local_build(
     with dask_client(scheduler=address) as client:
         assert client.scheduler.address == address
         assert len(client.scheduler_info()["workers"]) == 1
+
+
+def test_local_cluster_workers_stop_their_heartbeats_before_it_closes():
+    """A heartbeat in flight while the local cluster's scheduler stops logs a worker traceback;
+    the client stops every worker's heartbeat first (a renamed callback would fail here, where
+    the teardown ignores worker errors)."""
+    from spectralearth_build.cluster import _stop_heartbeat, dask_client
+
+    def beating(dask_worker):
+        return dask_worker.periodic_callbacks["heartbeat"].is_running()
+
+    with dask_client(2) as client:
+        assert list(client.run(beating).values()) == [True, True]
+        client.run(_stop_heartbeat)
+        assert list(client.run(beating).values()) == [False, False]
