@@ -57,7 +57,7 @@ import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -74,6 +74,17 @@ JOIN_S = 5.0
 
 def _record_stream(t: torch.Tensor, stream: Any) -> None:
     t.record_stream(stream)
+
+
+class _Copy(NamedTuple):
+    """A host-to-device copy of one slot's batch, queued on the side stream."""
+
+    slot: int
+    start: Any
+    """CUDA event recorded before the copy."""
+    done: Any
+    """CUDA event recorded after it: the slot is free once it has completed."""
+    nbytes: int
 
 
 def ring_available() -> bool:
@@ -286,7 +297,7 @@ class RingLoader:
         self._results: Any = None
         self._stop: Any = None
         self._stream: Any = None
-        self._copies: deque[tuple[int, Any, Any, int]] = deque()  # slot, start, done, bytes
+        self._copies: deque[_Copy] = deque()
         self._capacity = 0
         self._failed: dict[int, _Failure] = {}
         self._gen: weakref.ref[Any] | None = None  # weak: dropping the iterator ends it
@@ -408,7 +419,7 @@ class RingLoader:
         nxt: list[Any] | None = first
         while True:
             # hand finished copies' slots back, then give every free slot a batch
-            while self._copies and self._copies[0][2].query():
+            while self._copies and self._copies[0].done.query():
                 free.append(self._copied())
             while free and nxt is not None and (self.num_workers or not pending):
                 slot = free.popleft()
@@ -421,8 +432,7 @@ class RingLoader:
                     while staged:
                         yield self._hand(*staged.popleft())
                     return
-                self._copies[0][2].synchronize()  # every slot is being copied from
-                free.append(self._copied())
+                free.append(self._copied(wait=True))  # every slot is being copied from
                 continue
             slot, rows = pending.popleft()
             t0 = time.perf_counter()
@@ -506,15 +516,20 @@ class RingLoader:
                 out[k].copy_(v, non_blocking=True)
             done.record(self._stream)
         nbytes = sum(v.numel() * v.element_size() for v in views.values())
-        self._copies.append((slot, start, done, nbytes))  # the slot is free once ``done`` is
+        self._copies.append(_Copy(slot, start, done, nbytes))
         return out, done
 
-    def _copied(self) -> int:
-        """Retire the oldest (completed) copy: count its time and bytes, return its slot."""
-        slot, start, done, nbytes = self._copies.popleft()
-        self.stats["copy_s"] += start.elapsed_time(done) / 1e3
-        self.stats["copy_bytes"] += nbytes
-        return slot
+    def _copied(self, wait: bool = False) -> int:
+        """Retire the oldest copy, its slot free again; ``wait``: for a copy still running.
+
+        Counts the copy's device time and bytes in ``stats``.
+        """
+        copy = self._copies.popleft()
+        if wait:
+            copy.done.synchronize()
+        self.stats["copy_s"] += copy.start.elapsed_time(copy.done) / 1e3
+        self.stats["copy_bytes"] += copy.nbytes
+        return copy.slot
 
     def _hand(self, out: dict[str, torch.Tensor], done: Any) -> dict[str, torch.Tensor]:
         """A copied batch for the caller, whose current stream waits for the copy and owns it.
@@ -557,8 +572,7 @@ class RingLoader:
                 q.close()
         self._tasks = self._results = self._stop = None
         while self._copies:  # a copy still reading the ring finishes before it goes
-            self._copies[0][2].synchronize()
-            self._copied()
+            self._copied(wait=True)
         self._failed.clear()
         ring, self._ring = self._ring, None
         if ring is not None:
